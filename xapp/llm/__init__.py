@@ -1,0 +1,1 @@
+"""The LLM engine (vLLM ``AsyncLLM``), model resolution, quantization and prompts."""
