@@ -1,0 +1,58 @@
+"""Bounded concurrency: at most ``max_concurrency`` requests run the pipeline at once.
+
+A request beyond that waits for a slot only as long as its own deadline allows — it must still leave
+``reserve_s`` for the pipeline to produce at least a template answer — and is then refused with
+RESOURCE_EXHAUSTED. Waiting is FIFO (asyncio.Semaphore wakes waiters in order), so no caller starves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+# Time a request needs after admission to answer on the template path at the least (retrieval + extractive
+# synthesis run in a few ms; the rest is headroom for a loaded event loop).
+DEFAULT_RESERVE_S = 0.05
+
+
+class Overloaded(Exception):
+    """No slot freed up in the time the request's deadline allowed."""
+
+
+class Admission:
+    def __init__(self, limit: int, *, reserve_s: float = DEFAULT_RESERVE_S) -> None:
+        self.limit = limit
+        self.reserve_s = reserve_s
+        self._sem = asyncio.Semaphore(limit)
+        self.in_flight = 0
+        self.waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self, deadline: float) -> AsyncIterator[None]:
+        """Hold one slot for the body; raise ``Overloaded`` when none frees up before deadline − reserve."""
+        wait_s = deadline - self.reserve_s - time.monotonic()
+        if self._sem.locked():
+            if wait_s <= 0:
+                raise Overloaded(
+                    f"all {self.limit} request slots are busy and the deadline leaves no time to wait"
+                )
+            self.waiting += 1
+            try:
+                await asyncio.wait_for(self._sem.acquire(), timeout=wait_s)
+            except asyncio.TimeoutError:  # builtin TimeoutError only from 3.11
+                raise Overloaded(
+                    f"all {self.limit} request slots stayed busy for {wait_s * 1000:.0f} ms, "
+                    "as long as the deadline allowed; retry later or raise max_concurrency"
+                ) from None
+            finally:
+                self.waiting -= 1
+        else:
+            await self._sem.acquire()
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self._sem.release()

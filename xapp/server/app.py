@@ -1,0 +1,181 @@
+"""The gRPC server's lifetime: listen, load, serve, drain, flush, exit 0.
+
+Order matters for an orchestrator watching health:
+  1. listen at once, every health status NOT_SERVING, ArgoService RPCs answer UNAVAILABLE ("starting");
+  2. build the pipeline (engine + knowledge base; minutes on a cold CPU) → SERVING;
+  3. on SIGTERM/SIGINT: health NOT_SERVING, stop accepting, let in-flight requests finish (their deadlines are
+     at most ``max_deadline_ms``, and the pipeline falls back to templates rather than overrun) for up to
+     ``grace_period_s``, then close the pipeline (engine, store), flush telemetry, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from xapp._proto.argo.v1 import argo_pb2 as pb
+from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
+from xapp.config import Settings
+from xapp.server.health import SERVICE, HealthMonitor
+from xapp.server.service import ArgoServicer, Pipeline, in_flight
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    pb.DESCRIPTOR.services_by_name["ArgoService"].full_name,
+    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    reflection.SERVICE_NAME,
+)
+assert SERVICE_NAMES[0] == SERVICE
+
+# Something that lives as long as the server, started after it listens and stopped before it closes — the
+# O-RAN SC HTTP endpoints (/ric/v1/health/*, /ric/v1/metrics) plug in here and read ``server.serving``.
+Extension = Callable[["ArgoServer"], AbstractAsyncContextManager[Any]]
+
+
+class ArgoServer:
+    """One grpc.aio server with ArgoService, health and reflection; the pipeline is attached once loaded."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.health_servicer = HealthServicer()
+        self.health = HealthMonitor(self.health_servicer, llm_enabled=settings.llm)
+        self.servicer = ArgoServicer(settings, health=self.health)
+        # so_reuseport off: a port already taken must fail loudly, not split traffic with a stale server.
+        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_ArgoServiceServicer_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health_servicer, self.server)
+        reflection.enable_server_reflection(SERVICE_NAMES, self.server)
+        self.port = 0
+        self.serving = False
+        self._stopped = False
+
+    async def start(self, port: int | None = None, host: str = "[::]") -> int:
+        """Listen on ``host:port`` (0: a free port); return the bound port."""
+        await self.health.starting()
+        want = self.settings.grpc_port if port is None else port
+        self.port = self.server.add_insecure_port(f"{host}:{want}")
+        if self.port == 0:
+            raise OSError(f"cannot listen on {host}:{want}")
+        await self.server.start()
+        log.info("gRPC listening on %s:%d (NOT_SERVING until the pipeline is loaded)", host, self.port)
+        return self.port
+
+    async def attach(self, pipeline: Pipeline) -> None:
+        self.servicer.attach(pipeline)
+        await self.health.attach(pipeline.health)
+        self.serving = True
+        log.info("SERVING argo.v1.ArgoService on port %d", self.port)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING, refuse new calls, wait up to the grace period for in-flight ones."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.serving = False
+        grace = self.settings.grace_period_s if grace_s is None else grace_s
+        await self.health.shutting_down()
+        log.info("stopping: %s, grace %.1f s", in_flight(self.servicer), grace)
+        await self.server.stop(grace)
+        log.info("gRPC server stopped")
+
+
+def flush_telemetry(timeout_s: float = 5.0) -> None:
+    """TELEMETRY FLUSH HOOK — the last call before exit. Flushes the process-wide OpenTelemetry tracer and
+    meter providers (the batch span processor holds spans for seconds: without this the last are lost)."""
+    from opentelemetry import metrics, trace
+
+    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+        flush = getattr(provider, "force_flush", None)
+        if callable(flush):
+            try:
+                flush(int(timeout_s * 1000))
+            except Exception:  # exporting is best effort at exit; never turn a clean stop into a crash
+                log.exception("telemetry flush failed")
+
+
+@contextlib.asynccontextmanager
+async def _default_pipeline(settings: Settings) -> AsyncIterator[Pipeline]:
+    from xapp.pipeline.runner import build_pipeline
+
+    async with build_pipeline(settings) as pipeline:
+        yield pipeline
+
+
+async def serve_async(
+    settings: Settings,
+    *,
+    grpc_port: int | None = None,
+    host: str = "[::]",
+    pipeline: Pipeline | None = None,
+    stop: asyncio.Event | None = None,
+    on_listening: Callable[[ArgoServer], None] | None = None,
+    extensions: Sequence[Extension] = (),
+    handle_signals: bool = True,
+) -> int:
+    """Run the server until ``stop`` is set (or SIGTERM/SIGINT arrives); return the exit status.
+
+    ``pipeline``: serve this one (the caller owns it) instead of building one from ``settings``.
+    ``on_listening``: called once the port is bound, before the pipeline loads (tests read ``server.port``).
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    if handle_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+                pass
+    server = ArgoServer(settings)
+    status = 0
+    try:
+        await server.start(grpc_port, host)
+        if on_listening is not None:
+            on_listening(server)
+        async with contextlib.AsyncExitStack() as stack:
+            for ext in extensions:
+                await stack.enter_async_context(ext(server))
+            if pipeline is None:
+                # Load in a task so a SIGTERM during a long model load still stops the process promptly.
+                loading = asyncio.ensure_future(stack.enter_async_context(_default_pipeline(settings)))
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not loading.done():
+                    log.info("stop requested while loading; not serving")
+                    loading.cancel()
+                    await asyncio.gather(loading, return_exceptions=True)
+                else:
+                    stopping.cancel()
+                    try:
+                        pipeline = loading.result()
+                    except Exception:
+                        log.exception("cannot build the pipeline")
+                        status = 1
+            if pipeline is not None:
+                await server.attach(pipeline)
+                await stop.wait()
+            # Drain while the pipeline (and engine) are still up; the exit stack closes them afterwards.
+            await server.stop()
+    finally:
+        await server.stop(0)  # no-op after a graceful stop; closes the port after an error
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        flush_telemetry()
+    return status
+
+
+def serve(settings: Settings, *, grpc_port: int | None = None, host: str = "[::]") -> int:
+    """Blocking entry point for ``argo-xapp serve``: exit status 0 after a graceful stop."""
+    return asyncio.run(serve_async(settings, grpc_port=grpc_port, host=host))

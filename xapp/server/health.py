@@ -1,0 +1,83 @@
+"""grpc.health.v1 statuses that follow the pipeline's real state.
+
+Service names a caller can check:
+  ""  and "argo.v1.ArgoService"  SERVING once the engine and the knowledge base are loaded and while the
+                                 service can answer (the template path answers even when a dependency is
+                                 down); NOT_SERVING while starting and from the start of a graceful shutdown.
+  "argo.v1.store"                the vector store's state as the pipeline last saw it.
+  "argo.v1.llm"                  the LLM engine's state; not registered (NOT_FOUND) when the LLM is disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+SERVICE = "argo.v1.ArgoService"
+DEPENDENCY_SERVICES = {"store": "argo.v1.store", "llm": "argo.v1.llm"}
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+log = logging.getLogger(__name__)
+
+
+class HealthMonitor:
+    """Owns the health servicer; ``refresh`` copies ``probe()`` (the pipeline's ``health()``) into it."""
+
+    def __init__(self, servicer: HealthServicer, *, llm_enabled: bool, interval_s: float = 1.0) -> None:
+        self.servicer = servicer
+        self.llm_enabled = llm_enabled
+        self.interval_s = interval_s
+        self._probe: Callable[[], Mapping[str, bool]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.last: dict[str, bool] = {}
+
+    async def starting(self) -> None:
+        """Everything NOT_SERVING until ``attach``: the engine and the knowledge base are still loading."""
+        for name in ("", SERVICE, DEPENDENCY_SERVICES["store"]):
+            await self.servicer.set(name, NOT_SERVING)
+        if self.llm_enabled:
+            await self.servicer.set(DEPENDENCY_SERVICES["llm"], NOT_SERVING)
+
+    async def attach(self, probe: Callable[[], Mapping[str, bool]]) -> None:
+        self._probe = probe
+        await self.refresh()
+        await self.servicer.set("", SERVING)
+        await self.servicer.set(SERVICE, SERVING)
+        self._task = asyncio.create_task(self._poll(), name="argo-health-poll")
+
+    async def refresh(self) -> dict[str, bool]:
+        if self._probe is None:
+            return {}
+        try:
+            state = {k: bool(v) for k, v in self._probe().items()}
+        except Exception:  # a probe that throws says the dependency is not healthy, never crashes the server
+            log.exception("health probe failed")
+            state = {"store": False, "llm": False}
+        for dep, service in DEPENDENCY_SERVICES.items():
+            if dep == "llm" and not self.llm_enabled:
+                continue
+            ok = state.get(dep, False)
+            if self.last.get(dep) != ok:
+                log.info("dependency %s is %s", dep, "SERVING" if ok else "NOT_SERVING")
+            await self.servicer.set(service, SERVING if ok else NOT_SERVING)
+        self.last = state
+        return state
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.refresh()
+
+    async def shutting_down(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.servicer.enter_graceful_shutdown()

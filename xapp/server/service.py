@@ -1,0 +1,266 @@
+"""The argo.v1.ArgoService servicer: messages → domain objects → pipeline → reply, errors → status codes.
+
+Transport only: it validates, computes the effective deadline, admits the request (bounded concurrency),
+runs the pipeline call as part of the RPC's own task — so a caller cancelling cancels the pipeline and the
+engine aborts the generation — and maps failures to status codes:
+
+  INVALID_ARGUMENT    the request is unusable; the message names the field
+  RESOURCE_EXHAUSTED  no request slot freed up within the time the deadline allowed
+  UNAVAILABLE         nothing can answer (still starting, or a dependency error escaped every fallback)
+  DEADLINE_EXCEEDED   the pipeline overran its deadline (a bug: it is built to answer in time)
+  INTERNAL            an unexpected error; logged with its traceback, the server keeps serving
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, NoReturn, Protocol, TypeVar
+
+import grpc
+
+from xapp._proto.argo.v1 import argo_pb2 as pb
+from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
+from xapp.config import Settings
+from xapp.domain import Answer, Question, Step
+from xapp.errors import EngineUnavailable, InvalidRequest, StoreUnavailable
+from xapp.server import convert, validation
+from xapp.server.admission import Admission, Overloaded
+from xapp.server.deadline import effective_deadline
+from xapp.server.health import HealthMonitor
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Pipeline(Protocol):
+    """What the servicer needs from ``xapp.pipeline.runner.ArgoPipeline``."""
+
+    async def answer(
+        self,
+        question: Question,
+        *,
+        strategy: str | None,
+        deadline: float,
+        on_step: Callable[[Step], None] | None = None,
+    ) -> Answer: ...
+
+    async def decompose(self, question: Question, history: list[Step], *, deadline: float) -> Step: ...
+
+    async def retrieve(self, query: str, *, top_k: int | None, deadline: float) -> Step: ...
+
+    async def synthesize(self, question: Question, history: list[Step], *, deadline: float) -> Answer: ...
+
+    def health(self) -> Mapping[str, bool]: ...
+
+
+class PipelineOverran(Exception):
+    pass
+
+
+def _ms_since(start: float) -> float:
+    return (time.monotonic() - start) * 1000.0
+
+
+class ArgoServicer(pb_grpc.ArgoServiceServicer):
+    def __init__(self, settings: Settings, *, health: HealthMonitor | None = None) -> None:
+        self.settings = settings
+        self.admission = Admission(settings.max_concurrency)
+        self.health = health
+        self.pipeline: Pipeline | None = None
+
+    def attach(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    # ---------------------------------------------------------------------------------------- plumbing
+
+    async def _abort(
+        self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str
+    ) -> NoReturn:
+        await context.abort(code, message)
+        raise AssertionError("context.abort returned")  # it always raises; this keeps type checkers honest
+
+    async def _prepare(
+        self, context: grpc.aio.ServicerContext, validate: Callable[[], T]
+    ) -> tuple[Pipeline, T]:
+        try:
+            call = validate()
+        except InvalidRequest as exc:
+            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if self.pipeline is None:
+            await self._abort(
+                context,
+                grpc.StatusCode.UNAVAILABLE,
+                "starting: the engine and the knowledge base are loading",
+            )
+        return self.pipeline, call
+
+    async def _guarded(self, deadline: float, work: Awaitable[T]) -> T:
+        """Await ``work`` but never past the caller's budget: the pipeline answers in time by design, this
+        catches it if it does not (and cancels the work, so the engine aborts)."""
+        limit = deadline + self.settings.safety_margin_ms / 1000.0 - time.monotonic()
+        try:
+            return await asyncio.wait_for(work, timeout=max(limit, 0.001))
+        except asyncio.TimeoutError:
+            raise PipelineOverran("the pipeline did not answer within the deadline") from None
+
+    async def _fail(self, context: grpc.aio.ServicerContext, rpc: str, exc: BaseException) -> NoReturn:
+        if isinstance(exc, Overloaded):
+            await self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        if isinstance(exc, InvalidRequest):
+            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if isinstance(exc, StoreUnavailable | EngineUnavailable):
+            log.warning("%s: no path could answer: %s", rpc, exc)
+            await self._abort(context, grpc.StatusCode.UNAVAILABLE, f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, PipelineOverran):
+            log.error("%s: %s", rpc, exc)
+            await self._abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        log.error("%s failed", rpc, exc_info=exc)
+        await self._abort(context, grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _refresh_health(self) -> None:
+        if self.health is not None:
+            await self.health.refresh()
+
+    async def _unary(
+        self,
+        context: grpc.aio.ServicerContext,
+        rpc: str,
+        deadline: float,
+        work: Callable[[], Awaitable[T]],
+    ) -> T:
+        try:
+            async with self.admission.slot(deadline):
+                return await self._guarded(deadline, work())
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await self._fail(context, rpc, exc)
+        finally:
+            await self._refresh_health()
+
+    # ---------------------------------------------------------------------------------------- RPCs
+
+    async def Answer(self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext) -> pb.AnswerReply:
+        start = time.monotonic()
+        pipeline, call = await self._prepare(
+            context, lambda: validation.answer_request(request, self.settings)
+        )
+        deadline = effective_deadline(self.settings, call.deadline_ms, context, now=start)
+        answer = await self._unary(
+            context,
+            "Answer",
+            deadline,
+            lambda: pipeline.answer(call.question, strategy=call.strategy, deadline=deadline),
+        )
+        return convert.answer(answer, elapsed_ms=_ms_since(start))
+
+    async def AnswerStream(
+        self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.AnswerEvent]:
+        start = time.monotonic()
+        pipeline, call = await self._prepare(
+            context, lambda: validation.answer_request(request, self.settings)
+        )
+        deadline = effective_deadline(self.settings, call.deadline_ms, context, now=start)
+        steps: asyncio.Queue[Step | None] = asyncio.Queue()
+        task: asyncio.Task[Answer] | None = None
+        try:
+            async with self.admission.slot(deadline):
+                task = asyncio.create_task(
+                    self._guarded(
+                        deadline,
+                        pipeline.answer(
+                            call.question, strategy=call.strategy, deadline=deadline, on_step=steps.put_nowait
+                        ),
+                    ),
+                    name="argo-answer-stream",
+                )
+                task.add_done_callback(lambda _: steps.put_nowait(None))
+                while (step := await steps.get()) is not None:
+                    yield pb.AnswerEvent(step=convert.step(step))
+                answer = task.result()
+            yield pb.AnswerEvent(answer=convert.answer(answer, elapsed_ms=_ms_since(start)))
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await self._fail(context, "AnswerStream", exc)
+        finally:
+            if task is not None and not task.done():
+                # The caller went away (or the stream failed): cancel so the engine aborts the generation.
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            await self._refresh_health()
+
+    async def Decompose(
+        self, request: pb.DecomposeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DecomposeReply:
+        start = time.monotonic()
+
+        def validate() -> tuple[Question, list[Step], int]:
+            return (
+                validation.question(request.question, list(request.options), self.settings),
+                validation.history(list(request.history), self.settings),
+                validation.deadline_ms(request.deadline_ms),
+            )
+
+        pipeline, (question, history, deadline_ms) = await self._prepare(context, validate)
+        deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
+        step = await self._unary(
+            context, "Decompose", deadline, lambda: pipeline.decompose(question, history, deadline=deadline)
+        )
+        return pb.DecomposeReply(query=step.query, step=convert.step(step), elapsed_ms=_ms_since(start))
+
+    async def Retrieve(
+        self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RetrieveReply:
+        start = time.monotonic()
+
+        def validate() -> tuple[str, int | None, int]:
+            return (
+                validation.retrieve_query(request.query, self.settings),
+                validation.top_k(request.top_k),
+                validation.deadline_ms(request.deadline_ms),
+            )
+
+        pipeline, (query, top_k, deadline_ms) = await self._prepare(context, validate)
+        deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
+        step = await self._unary(
+            context, "Retrieve", deadline, lambda: pipeline.retrieve(query, top_k=top_k, deadline=deadline)
+        )
+        return pb.RetrieveReply(
+            passages=[convert.passage(p) for p in step.passages],
+            fallback_reason=step.fallback_reason or "",
+            step=convert.step(step),
+            elapsed_ms=_ms_since(start),
+        )
+
+    async def Synthesize(
+        self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AnswerReply:
+        start = time.monotonic()
+
+        def validate() -> tuple[Question, list[Step], int]:
+            return (
+                validation.question(request.question, list(request.options), self.settings),
+                validation.history(list(request.history), self.settings),
+                validation.deadline_ms(request.deadline_ms),
+            )
+
+        pipeline, (question, history, deadline_ms) = await self._prepare(context, validate)
+        deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
+        answer = await self._unary(
+            context, "Synthesize", deadline, lambda: pipeline.synthesize(question, history, deadline=deadline)
+        )
+        return convert.answer(answer, elapsed_ms=_ms_since(start))
+
+
+def in_flight(servicer: ArgoServicer) -> dict[str, Any]:
+    """Admission state, for logs and the shutdown report."""
+    return {"in_flight": servicer.admission.in_flight, "waiting": servicer.admission.waiting}

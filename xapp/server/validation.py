@@ -1,0 +1,135 @@
+"""Request messages → domain objects. Every rejection names the field so the caller knows what to fix.
+
+Nothing here trusts the wire: protobuf guarantees types, not sizes, so lengths, counts and ranges are
+checked before anything reaches the pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from xapp._proto.argo.v1 import argo_pb2 as pb
+from xapp.config import STRATEGIES, Settings
+from xapp.domain import Action, Passage, PathKind, Question, Step
+from xapp.errors import InvalidRequest
+
+MAX_TOP_K = 50
+MAX_HISTORY_STEPS = (
+    32  # the loop itself never runs more than settings.max_steps; history is a caller's replay
+)
+MAX_PASSAGES_PER_STEP = MAX_TOP_K
+MAX_PASSAGE_CHARS = 20_000
+
+_ACTIONS = {
+    pb.ACTION_RETRIEVE: Action.RETRIEVE,
+    pb.ACTION_REASON: Action.REASON,
+    pb.ACTION_TERMINATE: Action.TERMINATE,
+}
+_PATHS = {
+    pb.PATH_UNSPECIFIED: PathKind.TEMPLATE,  # a caller-built history step without a path was not the LLM's
+    pb.PATH_LLM: PathKind.LLM,
+    pb.PATH_TEMPLATE: PathKind.TEMPLATE,
+    pb.PATH_MIXED: PathKind.MIXED,
+}
+
+
+@dataclass(frozen=True)
+class AnswerCall:
+    question: Question
+    strategy: str | None  # None: the server's default
+    deadline_ms: int  # 0: the server's default
+
+
+def _text(field: str, value: str, limit: int, *, required: bool = True) -> str:
+    if len(value) > limit:
+        raise InvalidRequest(field, f"is {len(value)} characters; at most {limit} are allowed")
+    if required and not value.strip():
+        raise InvalidRequest(field, "must not be blank")
+    if "\x00" in value:
+        raise InvalidRequest(field, "must not contain NUL characters")
+    return value.strip()
+
+
+def question(text: str, options: list[str] | tuple[str, ...], settings: Settings) -> Question:
+    q = _text("question", text, settings.max_question_chars)
+    if len(options) > settings.max_options:
+        raise InvalidRequest(
+            "options", f"has {len(options)} entries; at most {settings.max_options} are allowed"
+        )
+    opts = tuple(_text(f"options[{i}]", o, settings.max_option_chars) for i, o in enumerate(options))
+    return Question(text=q, options=opts)
+
+
+def strategy(name: str) -> str | None:
+    if not name:
+        return None
+    if name not in STRATEGIES:
+        raise InvalidRequest("strategy", f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    return name
+
+
+def deadline_ms(value: int) -> int:
+    if value < 0:
+        raise InvalidRequest("deadline_ms", f"must be >= 0 (0 means the server default), got {value}")
+    return value
+
+
+def answer_request(req: pb.AnswerRequest, settings: Settings) -> AnswerCall:
+    return AnswerCall(
+        question=question(req.question, list(req.options), settings),
+        strategy=strategy(req.strategy),
+        deadline_ms=deadline_ms(req.deadline_ms),
+    )
+
+
+def _finite(field: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise InvalidRequest(field, "must be a finite number")
+    return value
+
+
+def step(msg: pb.Step, index: int, settings: Settings) -> Step:
+    where = f"history[{index}]"
+    if msg.action not in _ACTIONS:
+        raise InvalidRequest(f"{where}.action", "must be RETRIEVE, REASON or TERMINATE")
+    if msg.path not in _PATHS:
+        raise InvalidRequest(f"{where}.path", f"unknown path {msg.path}")
+    if len(msg.passages) > MAX_PASSAGES_PER_STEP:
+        raise InvalidRequest(f"{where}.passages", f"at most {MAX_PASSAGES_PER_STEP} passages per step")
+    passages = [
+        Passage(
+            id=_text(f"{where}.passages[{j}].id", p.id, 200, required=False),
+            text=_text(f"{where}.passages[{j}].text", p.text, MAX_PASSAGE_CHARS, required=False),
+            source=_text(f"{where}.passages[{j}].source", p.source, 1000, required=False),
+            heading=_text(f"{where}.passages[{j}].heading", p.heading, 1000, required=False),
+            score=_finite(f"{where}.passages[{j}].score", p.score),
+        )
+        for j, p in enumerate(msg.passages)
+    ]
+    return Step(
+        action=_ACTIONS[msg.action],
+        path=_PATHS[msg.path],
+        progress_before=_finite(f"{where}.progress_before", msg.progress_before),
+        progress_after=_finite(f"{where}.progress_after", msg.progress_after),
+        latency_ms=_finite(f"{where}.latency_ms", msg.latency_ms),
+        query=_text(f"{where}.query", msg.query, settings.max_question_chars * 4, required=False),
+        passages=passages,
+        fallback_reason=msg.fallback_reason or None,
+    )
+
+
+def history(steps: list[pb.Step] | tuple[pb.Step, ...], settings: Settings) -> list[Step]:
+    if len(steps) > MAX_HISTORY_STEPS:
+        raise InvalidRequest("history", f"has {len(steps)} steps; at most {MAX_HISTORY_STEPS} are allowed")
+    return [step(s, i, settings) for i, s in enumerate(steps)]
+
+
+def retrieve_query(text: str, settings: Settings) -> str:
+    return _text("query", text, settings.max_question_chars)
+
+
+def top_k(value: int) -> int | None:
+    if value < 0 or value > MAX_TOP_K:
+        raise InvalidRequest("top_k", f"must be between 0 (server default) and {MAX_TOP_K}, got {value}")
+    return value or None
