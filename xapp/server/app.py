@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -46,13 +46,15 @@ Extension = Callable[["ArgoServer"], AbstractAsyncContextManager[Any]]
 class ArgoServer:
     """One grpc.aio server with ArgoService, health and reflection; the pipeline is attached once loaded."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
+    ) -> None:
         self.settings = settings
         self.health_servicer = HealthServicer()
         self.health = HealthMonitor(self.health_servicer, llm_enabled=settings.llm)
         self.servicer = ArgoServicer(settings, health=self.health)
         # so_reuseport off: a port already taken must fail loudly, not split traffic with a stale server.
-        self.server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        self.server = grpc.aio.server(interceptors=list(interceptors), options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_ArgoServiceServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health_servicer, self.server)
         reflection.enable_server_reflection(SERVICE_NAMES, self.server)
@@ -121,12 +123,17 @@ async def serve_async(
     stop: asyncio.Event | None = None,
     on_listening: Callable[[ArgoServer], None] | None = None,
     extensions: Sequence[Extension] = (),
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    telemetry_shutdown: Callable[[], Awaitable[Any]] | None = None,
     handle_signals: bool = True,
 ) -> int:
     """Run the server until ``stop`` is set (or SIGTERM/SIGINT arrives); return the exit status.
 
     ``pipeline``: serve this one (the caller owns it) instead of building one from ``settings``.
     ``on_listening``: called once the port is bound, before the pipeline loads (tests read ``server.port``).
+    ``interceptors``: grpc.aio server interceptors (the telemetry helper's span-per-RPC interceptor).
+    ``telemetry_shutdown``: awaited last, after the server has drained (e.g. ``TracingHandle.aclose``), so the
+    spans of the final requests are exported before exit.
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -138,7 +145,7 @@ async def serve_async(
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
                 pass
-    server = ArgoServer(settings)
+    server = ArgoServer(settings, interceptors=interceptors)
     status = 0
     try:
         await server.start(grpc_port, host)
@@ -172,6 +179,12 @@ async def serve_async(
         await server.stop(0)  # no-op after a graceful stop; closes the port after an error
         for sig in installed:
             loop.remove_signal_handler(sig)
+        # TELEMETRY FLUSH: the telemetry shutdown (exporter flush + stop) first, then any global provider.
+        if telemetry_shutdown is not None:
+            try:
+                await telemetry_shutdown()
+            except Exception:
+                log.exception("telemetry shutdown failed")
         flush_telemetry()
     return status
 
