@@ -1,0 +1,145 @@
+"""Request validation, effective deadlines and admission control, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import pytest
+
+from xapp._proto.argo.v1 import argo_pb2 as pb
+from xapp.config import STRATEGIES, Settings
+from xapp.domain import Action, PathKind
+from xapp.errors import InvalidRequest
+from xapp.server import validation
+from xapp.server.admission import Admission, Overloaded
+from xapp.server.deadline import effective_deadline
+
+SETTINGS = Settings(max_question_chars=100, max_options=3, max_option_chars=20)
+
+
+def rejects(field: str, fn, *args):  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidRequest) as info:
+        fn(*args)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ")
+    return info.value
+
+
+@pytest.mark.parametrize("question", ["", "   ", "\n\t"])
+def test_blank_question_is_rejected(question: str) -> None:
+    rejects("question", validation.answer_request, pb.AnswerRequest(question=question), SETTINGS)
+
+
+def test_oversized_question_is_rejected_with_the_limit() -> None:
+    err = rejects("question", validation.answer_request, pb.AnswerRequest(question="x" * 101), SETTINGS)
+    assert "100" in str(err)
+    assert validation.answer_request(pb.AnswerRequest(question="x" * 100), SETTINGS).question.text == "x" * 100
+
+
+def test_options_count_emptiness_and_size() -> None:
+    rejects("options", validation.answer_request, pb.AnswerRequest(question="q", options=["a"] * 4), SETTINGS)
+    rejects("options[1]", validation.answer_request, pb.AnswerRequest(question="q", options=["a", " "]), SETTINGS)
+    rejects("options[0]", validation.answer_request, pb.AnswerRequest(question="q", options=["a" * 21]), SETTINGS)
+    call = validation.answer_request(pb.AnswerRequest(question=" q ", options=["a", "b "]), SETTINGS)
+    assert call.question.text == "q" and call.question.options == ("a", "b")
+
+
+def test_strategy_and_deadline() -> None:
+    rejects("strategy", validation.answer_request, pb.AnswerRequest(question="q", strategy="best"), SETTINGS)
+    rejects("deadline_ms", validation.answer_request, pb.AnswerRequest(question="q", deadline_ms=-1), SETTINGS)
+    for name in STRATEGIES:
+        assert validation.answer_request(pb.AnswerRequest(question="q", strategy=name), SETTINGS).strategy == name
+    call = validation.answer_request(pb.AnswerRequest(question="q"), SETTINGS)
+    assert call.strategy is None and call.deadline_ms == 0
+
+
+def test_history_steps_convert_and_bad_ones_name_their_field() -> None:
+    good = pb.Step(
+        action=pb.ACTION_RETRIEVE,
+        path=pb.PATH_LLM,
+        query="E2 interface",
+        passages=[pb.Passage(id="1", text="t", source="s.md", heading="h", score=0.5)],
+        progress_after=0.3,
+    )
+    [step] = validation.history([good], SETTINGS)
+    assert step.action is Action.RETRIEVE and step.path is PathKind.LLM and step.passages[0].score == 0.5
+    rejects("history[0].action", validation.history, [pb.Step()], SETTINGS)
+    bad_score = pb.Step(action=pb.ACTION_REASON, passages=[pb.Passage(score=math.nan)])
+    rejects("history[1].passages[0].score", validation.history, [good, bad_score], SETTINGS)
+    rejects("history", validation.history, [good] * (validation.MAX_HISTORY_STEPS + 1), SETTINGS)
+
+
+def test_retrieve_fields() -> None:
+    rejects("query", validation.retrieve_query, " ", SETTINGS)
+    rejects("top_k", validation.top_k, -1)
+    rejects("top_k", validation.top_k, validation.MAX_TOP_K + 1)
+    assert validation.top_k(0) is None and validation.top_k(3) == 3
+
+
+class FakeContext:
+    """Only ``time_remaining`` — the one thing the deadline needs from a grpc ServicerContext."""
+
+    def __init__(self, remaining: float | None) -> None:
+        self.remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self.remaining
+
+
+@pytest.mark.parametrize(
+    ("grpc_remaining", "deadline_ms", "expected_ms"),
+    [
+        (None, 0, 1000 - 20),  # server default
+        (None, 300, 300 - 20),  # the request's deadline_ms
+        (None, 5000, 1000 - 20),  # capped at max_deadline_ms
+        (0.5, 0, 500 - 20),  # the caller's gRPC deadline is earlier
+        (0.5, 200, 200 - 20),  # deadline_ms is earlier
+        (0.0, 0, -20),  # already expired: the pipeline must answer at once (template path)
+    ],
+)
+def test_effective_deadline_is_the_earliest_less_the_margin(
+    grpc_remaining: float | None, deadline_ms: int, expected_ms: float
+) -> None:
+    settings = Settings(deadline_ms=1000, max_deadline_ms=1000, safety_margin_ms=20)
+    got = effective_deadline(settings, deadline_ms, FakeContext(grpc_remaining), now=100.0)
+    assert got == pytest.approx(100.0 + expected_ms / 1000.0)
+
+
+def test_admission_waits_only_as_long_as_the_deadline_allows() -> None:
+    async def scenario() -> None:
+        admission = Admission(1, reserve_s=0.05)
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with admission.slot(time.monotonic() + 10):
+                await release.wait()
+
+        task = asyncio.create_task(holder())
+        await asyncio.sleep(0.01)
+        assert admission.in_flight == 1
+        t0 = time.monotonic()
+        with pytest.raises(Overloaded, match="busy"):
+            async with admission.slot(t0 + 0.25):
+                pass
+        waited = time.monotonic() - t0
+        assert 0.15 <= waited <= 0.30  # deadline − reserve, not a hang
+        with pytest.raises(Overloaded):  # no time left to wait at all → refused at once
+            async with admission.slot(time.monotonic() + 0.01):
+                pass
+        # A waiter with time is admitted when the slot frees.
+        waiter = asyncio.create_task(_enter(admission, time.monotonic() + 2))
+        await asyncio.sleep(0.05)
+        assert admission.waiting == 1
+        release.set()
+        await task
+        assert await waiter
+        assert admission.in_flight == 0 and admission.waiting == 0
+
+    asyncio.run(scenario())
+
+
+async def _enter(admission: Admission, deadline: float) -> bool:
+    async with admission.slot(deadline):
+        return True
