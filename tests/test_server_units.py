@@ -17,9 +17,11 @@ from xapp.server.admission import Admission, Overloaded
 from xapp.server.deadline import effective_deadline
 
 SETTINGS = Settings(max_question_chars=100, max_options=3, max_option_chars=20)
+answer = validation.answer_request
 
 
 def rejects(field: str, fn, *args):  # type: ignore[no-untyped-def]
+    """Assert that ``fn(*args)`` raises InvalidRequest naming ``field``."""
     with pytest.raises(InvalidRequest) as info:
         fn(*args)
     assert info.value.field == field
@@ -29,29 +31,29 @@ def rejects(field: str, fn, *args):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("question", ["", "   ", "\n\t"])
 def test_blank_question_is_rejected(question: str) -> None:
-    rejects("question", validation.answer_request, pb.AnswerRequest(question=question), SETTINGS)
+    rejects("question", answer, pb.AnswerRequest(question=question), SETTINGS)
 
 
 def test_oversized_question_is_rejected_with_the_limit() -> None:
-    err = rejects("question", validation.answer_request, pb.AnswerRequest(question="x" * 101), SETTINGS)
+    err = rejects("question", answer, pb.AnswerRequest(question="x" * 101), SETTINGS)
     assert "100" in str(err)
-    assert validation.answer_request(pb.AnswerRequest(question="x" * 100), SETTINGS).question.text == "x" * 100
+    assert answer(pb.AnswerRequest(question="x" * 100), SETTINGS).question.text == "x" * 100
 
 
 def test_options_count_emptiness_and_size() -> None:
-    rejects("options", validation.answer_request, pb.AnswerRequest(question="q", options=["a"] * 4), SETTINGS)
-    rejects("options[1]", validation.answer_request, pb.AnswerRequest(question="q", options=["a", " "]), SETTINGS)
-    rejects("options[0]", validation.answer_request, pb.AnswerRequest(question="q", options=["a" * 21]), SETTINGS)
-    call = validation.answer_request(pb.AnswerRequest(question=" q ", options=["a", "b "]), SETTINGS)
+    rejects("options", answer, pb.AnswerRequest(question="q", options=["a"] * 4), SETTINGS)
+    rejects("options[1]", answer, pb.AnswerRequest(question="q", options=["a", " "]), SETTINGS)
+    rejects("options[0]", answer, pb.AnswerRequest(question="q", options=["a" * 21]), SETTINGS)
+    call = answer(pb.AnswerRequest(question=" q ", options=["a", "b "]), SETTINGS)
     assert call.question.text == "q" and call.question.options == ("a", "b")
 
 
 def test_strategy_and_deadline() -> None:
-    rejects("strategy", validation.answer_request, pb.AnswerRequest(question="q", strategy="best"), SETTINGS)
-    rejects("deadline_ms", validation.answer_request, pb.AnswerRequest(question="q", deadline_ms=-1), SETTINGS)
+    rejects("strategy", answer, pb.AnswerRequest(question="q", strategy="best"), SETTINGS)
+    rejects("deadline_ms", answer, pb.AnswerRequest(question="q", deadline_ms=-1), SETTINGS)
     for name in STRATEGIES:
-        assert validation.answer_request(pb.AnswerRequest(question="q", strategy=name), SETTINGS).strategy == name
-    call = validation.answer_request(pb.AnswerRequest(question="q"), SETTINGS)
+        assert answer(pb.AnswerRequest(question="q", strategy=name), SETTINGS).strategy == name
+    call = answer(pb.AnswerRequest(question="q"), SETTINGS)
     assert call.strategy is None and call.deadline_ms == 0
 
 
