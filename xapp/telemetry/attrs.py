@@ -1,0 +1,79 @@
+"""Span names and attribute keys, in one place so that the server, the pipeline and the docs agree.
+
+OpenTelemetry semantic conventions are used where one fits (``rpc.*``, ``db.*``, ``gen_ai.*``); the rest
+lives under ``argo.*``. Units are in the name (``_ms``) or, for ``gen_ai.*``, the convention's seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- tracer and span names -----------------------------------------------------------------------
+TRACER_NAME: Final = "xapp"  # trace.get_tracer(TRACER_NAME)
+
+SPAN_POLICY: Final = "argo.policy"  # the policy chose the next action
+SPAN_DECOMPOSE: Final = "argo.decompose"  # a sub-query was written
+SPAN_RETRIEVE: Final = "argo.retrieve"  # Chroma was queried
+SPAN_REASON: Final = "argo.reason"  # a reasoning step
+SPAN_SYNTHESIZE: Final = "argo.synthesize"  # the final answer
+SPAN_FALLBACK: Final = "argo.fallback"  # a template replaced an LLM step
+SPAN_GENERATE: Final = "gen_ai.generate"  # one vLLM generation inside any of the above
+COMPONENT_SPANS: Final = (
+    SPAN_POLICY,
+    SPAN_DECOMPOSE,
+    SPAN_RETRIEVE,
+    SPAN_REASON,
+    SPAN_SYNTHESIZE,
+    SPAN_FALLBACK,
+    SPAN_GENERATE,
+)
+
+# --- RPC (server span; set by xapp.telemetry.tracing.TelemetryInterceptor) --------------------------
+RPC_SYSTEM: Final = "rpc.system"  # "grpc"
+RPC_SERVICE: Final = "rpc.service"  # "argo.v1.ArgoService"
+RPC_METHOD: Final = "rpc.method"  # "Answer"
+RPC_GRPC_STATUS_CODE: Final = "rpc.grpc.status_code"  # int, grpc.StatusCode value[0]
+
+# --- ARGO loop -----------------------------------------------------------------------------------
+STRATEGY: Final = "argo.strategy"  # mdp, fixed-k, …
+ACTION: Final = "argo.action"  # retrieve, reason, terminate
+STEP_INDEX: Final = "argo.step"  # 0-based index of the step in the loop
+PROGRESS_BEFORE: Final = "argo.progress.before"  # U before the step
+PROGRESS_AFTER: Final = "argo.progress.after"  # U after the step
+THETA_CONT: Final = "argo.policy.theta_cont"  # MDP threshold between reason and retrieve
+THETA_STAR: Final = "argo.policy.theta_star"  # MDP threshold at which to terminate
+DEADLINE_MS: Final = "argo.deadline_ms"  # the request's deadline, relative
+BUDGET_REMAINING_MS: Final = "argo.budget.remaining_ms"  # time left when the span started
+ESTIMATED_MS: Final = "argo.budget.estimated_ms"  # what the latency estimator expected this step to take
+PATH: Final = "argo.path"  # llm, template, mixed
+FALLBACK_REASON: Final = "argo.fallback_reason"  # why a template was used (short, low cardinality)
+QUESTION_CHARS: Final = "argo.question.chars"  # never the text itself: questions may be sensitive
+OPTIONS: Final = "argo.question.options"  # number of answer options
+CHOICE: Final = "argo.choice"  # 1-based option chosen
+ELAPSED_MS: Final = "argo.elapsed_ms"
+DEADLINE_MISSED: Final = "argo.deadline_missed"  # bool
+ABORTED: Final = "argo.aborted"  # bool: a generation was cut short by the deadline or the caller
+
+# --- retrieval (Chroma) ------------------------------------------------------------------------------
+DB_SYSTEM: Final = "db.system"
+DB_SYSTEM_CHROMA: Final = "chroma"
+DB_COLLECTION: Final = "db.collection.name"
+RETRIEVAL_TOP_K: Final = "argo.retrieval.top_k"
+RETRIEVAL_HITS: Final = "argo.retrieval.hits"  # passages returned
+RETRIEVAL_NEW: Final = "argo.retrieval.new"  # passages above min_score not seen before
+RETRIEVAL_TOP_SCORE: Final = "argo.retrieval.top_score"
+
+# --- LLM generation (OpenTelemetry gen_ai conventions) ----------------------------------------------
+GEN_AI_OPERATION: Final = "gen_ai.operation.name"  # "text_completion" / "chat"
+GEN_AI_SYSTEM: Final = "gen_ai.system"  # "vllm"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_REQUEST_MAX_TOKENS: Final = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_TEMPERATURE: Final = "gen_ai.request.temperature"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
+GEN_AI_TTFT: Final = "gen_ai.server.time_to_first_token"  # seconds, as the convention's metric
+GEN_AI_FINISH_REASON: Final = "gen_ai.response.finish_reasons"  # ("stop",) / ("length",) / ("abort",)
+
+# --- log fields -------------------------------------------------------------------------------------
+LOG_TRACE_ID: Final = "trace_id"  # 32 hex digits, as Jaeger shows it
+LOG_SPAN_ID: Final = "span_id"  # 16 hex digits

@@ -1,0 +1,254 @@
+"""Prometheus metrics, in a registry of their own, served as text at ``/ric/v1/metrics``.
+
+A dedicated CollectorRegistry (not prometheus_client's global one) so that what the xApp exposes is
+exactly what is declared here, and tests can make fresh instances. Latency buckets follow the near-RT
+RIC loop: 5 ms … 1 s, with a little room above the 1 s deadline cap to see misses.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+import xapp
+from xapp.domain import Answer, Step
+
+NAMESPACE = "argo_xapp"
+LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.75,
+    0.9,
+    1.0,
+    1.25,
+    1.5,
+    2.0,
+    5.0,
+)
+COMPONENT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0)
+# The classic text format that generate_latest writes and every Prometheus version scrapes (newer
+# prometheus_client versions label it 1.0.0, which older scrapers do not know).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_REASON_CHARS = 64
+
+
+def reason_label(reason: str) -> str:
+    """A low-cardinality label from a fallback reason: ``"EngineUnavailable: timeout after 3 s"`` →
+    ``"EngineUnavailable"``. Free text in a label would create a new time series per message."""
+    head = reason.split(":", 1)[0].strip()
+    return (head or "unknown")[:MAX_REASON_CHARS]
+
+
+class Metrics:
+    """Every metric the xApp exposes. One instance per process (``default_metrics()``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r, ns = self.registry, NAMESPACE
+        self.info = Info("build", "argo-xapp version and model", namespace=ns, registry=r)
+        self.info.info({"version": xapp.__version__, "model": ""})
+        # --- per RPC (TelemetryInterceptor) ---
+        self.requests = Counter(
+            "rpc_requests",
+            "gRPC requests finished, by method and status code",
+            ["rpc", "code"],
+            namespace=ns,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "rpc_latency_seconds",
+            "gRPC request latency, by method and status code",
+            ["rpc", "code"],
+            namespace=ns,
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.in_flight = Gauge(
+            "rpc_in_flight", "gRPC requests being handled now", ["rpc"], namespace=ns, registry=r
+        )
+        # --- per answer (record_answer) ---
+        self.component_latency = Histogram(
+            "component_latency_seconds",
+            "time spent in each component (policy, decompose, retrieve, reason, "
+            "synthesize, fallback, generate …) per request",
+            ["component"],
+            namespace=ns,
+            registry=r,
+            buckets=COMPONENT_BUCKETS,
+        )
+        self.answers = Counter(
+            "answers",
+            "answers returned, by RPC and by the path that produced them",
+            ["rpc", "path"],
+            namespace=ns,
+            registry=r,
+        )
+        self.answer_latency = Histogram(
+            "answer_latency_seconds",
+            "pipeline time per answer, by path",
+            ["path"],
+            namespace=ns,
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.fallbacks = Counter(
+            "fallbacks",
+            "template fallbacks by reason; scope=answer counts answers that "
+            "carry a fallback_reason, scope=step each step that fell back",
+            ["reason", "scope"],
+            namespace=ns,
+            registry=r,
+        )
+        self.deadline_misses = Counter(
+            "deadline_misses",
+            "answers that took longer than their deadline",
+            ["rpc"],
+            namespace=ns,
+            registry=r,
+        )
+        self.steps = Counter(
+            "steps",
+            "ARGO loop steps executed, by action and path",
+            ["action", "path"],
+            namespace=ns,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "llm_tokens",
+            "LLM tokens processed, by type (prompt or completion)",
+            ["type"],
+            namespace=ns,
+            registry=r,
+        )
+        self.aborted = Counter(
+            "llm_aborted_generations",
+            "LLM generations cut short by the deadline or the caller",
+            namespace=ns,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "llm_time_to_first_token_seconds",
+            "time to the first generated token",
+            namespace=ns,
+            registry=r,
+            buckets=COMPONENT_BUCKETS,
+        )
+        # Children for the common label values exist from the start, so dashboards see zeros, not gaps.
+        for kind in ("prompt", "completion"):
+            self.tokens.labels(kind)
+
+    # -- RPC bookkeeping (called by xapp.telemetry.tracing.TelemetryInterceptor) ---------------------
+
+    def rpc_started(self, rpc: str) -> None:
+        self.in_flight.labels(rpc).inc()
+
+    def rpc_finished(self, rpc: str, code: str, elapsed_s: float) -> None:
+        self.in_flight.labels(rpc).dec()
+        self.requests.labels(rpc, code).inc()
+        self.latency.labels(rpc, code).observe(elapsed_s)
+
+    @contextmanager
+    def track_rpc(self, rpc: str) -> Iterator[None]:
+        """For code paths without the interceptor: counts one RPC as OK, or UNKNOWN when it raises."""
+        start = time.perf_counter()
+        self.rpc_started(rpc)
+        code = "UNKNOWN"
+        try:
+            yield
+            code = "OK"
+        finally:
+            self.rpc_finished(rpc, code, time.perf_counter() - start)
+
+    # -- domain objects -------------------------------------------------------------------------
+
+    def set_model(self, model: str) -> None:
+        self.info.info({"version": xapp.__version__, "model": model})
+
+    def record_step(self, step: Step) -> None:
+        """Count one step (Decompose / Retrieve RPCs, or each step of an answer)."""
+        self.steps.labels(step.action.value, step.path.value).inc()
+        for component, ms in step.timings_ms.items():
+            self.component_latency.labels(component).observe(ms / 1000.0)
+        if step.fallback_reason:
+            self.fallbacks.labels(reason_label(step.fallback_reason), "step").inc()
+        self._record_usage(
+            step.usage.prompt_tokens, step.usage.completion_tokens, step.usage.ttft_ms, step.usage.aborted
+        )
+
+    def record_answer(self, answer: Answer, rpc: str) -> None:
+        """Update every answer metric from one Answer: path, fallback, deadline miss, components, tokens.
+
+        ``answer.timings_ms`` holds the per-component totals of the request, so steps' own timings are
+        not observed again here; steps are counted by action and path, tokens summed over all LLM calls.
+        """
+        path = answer.path.value
+        self.answers.labels(rpc, path).inc()
+        self.answer_latency.labels(path).observe(answer.elapsed_ms / 1000.0)
+        if answer.fallback_reason:
+            self.fallbacks.labels(reason_label(answer.fallback_reason), "answer").inc()
+        if answer.deadline_ms > 0 and answer.elapsed_ms > answer.deadline_ms:
+            self.deadline_misses.labels(rpc).inc()
+        for component, ms in answer.timings_ms.items():
+            self.component_latency.labels(component).observe(ms / 1000.0)
+        for step in answer.steps:
+            self.steps.labels(step.action.value, step.path.value).inc()
+            if step.fallback_reason:
+                self.fallbacks.labels(reason_label(step.fallback_reason), "step").inc()
+            self._record_usage(
+                step.usage.prompt_tokens, step.usage.completion_tokens, step.usage.ttft_ms, step.usage.aborted
+            )
+        u = answer.synthesis_usage
+        self._record_usage(u.prompt_tokens, u.completion_tokens, u.ttft_ms, u.aborted)
+
+    def _record_usage(self, prompt: int, completion: int, ttft_ms: float, aborted: bool) -> None:
+        if prompt:
+            self.tokens.labels("prompt").inc(prompt)
+        if completion:
+            self.tokens.labels("completion").inc(completion)
+        if ttft_ms > 0:
+            self.ttft.observe(ttft_ms / 1000.0)
+        if aborted:
+            self.aborted.inc()
+
+    # -- exposition -----------------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)
+
+
+_DEFAULT: Metrics | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_metrics() -> Metrics:
+    """The process-wide Metrics (created on first use)."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = Metrics()
+        return _DEFAULT
+
+
+def record_answer(answer: Answer, rpc: str, metrics: Metrics | None = None) -> None:
+    """Update the process-wide metrics (or ``metrics``) from one Answer returned by ``rpc``."""
+    (metrics or default_metrics()).record_answer(answer, rpc)
+
+
+def record_step(step: Step, metrics: Metrics | None = None) -> None:
+    """Update the process-wide metrics (or ``metrics``) from one Step (Decompose / Retrieve RPCs)."""
+    (metrics or default_metrics()).record_step(step)
