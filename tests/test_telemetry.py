@@ -29,7 +29,7 @@ from xapp.domain import Action, Answer, PathKind, Step, Usage
 from xapp.errors import ConfigError
 from xapp.server.http import ALIVE_PATH, METRICS_PATH, READY_PATH, HttpEndpoints, grpc_health_ready
 from xapp.telemetry import attrs
-from xapp.telemetry.logging import configure_logging, route_logger
+from xapp.telemetry.logging import configure_logging, route_logger, set_log_level
 from xapp.telemetry.metrics import Metrics, reason_label
 from xapp.telemetry.tracing import (
     TelemetryInterceptor,
@@ -477,6 +477,9 @@ def test_log_format_and_level_settings() -> None:
         structlog.get_logger("t").info("dropped")
         structlog.get_logger("t").error("kept")
         assert [line["event"] for line in json_lines(pipe)] == ["kept"]  # JSON when not a terminal
+        set_log_level("debug")  # hot reload of log_level
+        logging.getLogger("chromadb").debug("now visible")
+        assert json_lines(pipe)[-1]["event"] == "now visible"
         root.removeHandler(handler)
         with pytest.raises(ConfigError, match="log_level"):
             configure_logging(Settings(log_level="LOUD"), stream=io.StringIO())

@@ -129,6 +129,18 @@ def configure_logging(
     return handler
 
 
+def set_log_level(level: str | int) -> int:
+    """Change the level of every routed logger at run time (a hot ``log_level`` from the descriptor).
+
+    Raises ConfigError for an unknown level; returns the numeric level applied.
+    """
+    lvl = parse_level(level)
+    logging.getLogger().setLevel(lvl)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
+    return lvl
+
+
 def route_logger(name: str) -> None:
     """Send a library logger through the root handler: drop its own handlers, inherit the root level.
 
