@@ -1,0 +1,1 @@
+"""Knowledge base: Chroma, offline embeddings, ingestion."""
