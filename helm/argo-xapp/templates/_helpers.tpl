@@ -1,0 +1,89 @@
+{{/* Chart name, truncated to the 63 characters Kubernetes allows in a name. */}}
+{{- define "argo-xapp.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: the release name, plus the chart name when the release name does not contain it. */}}
+{{- define "argo-xapp.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Namespace of every object: values.namespace (ricxapp), else the release namespace. */}}
+{{- define "argo-xapp.namespace" -}}
+{{- default .Release.Namespace .Values.namespace }}
+{{- end }}
+
+{{- define "argo-xapp.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "argo-xapp.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "argo-xapp.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "argo-xapp.labels" -}}
+helm.sh/chart: {{ include "argo-xapp.chart" . }}
+{{ include "argo-xapp.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: near-rt-ric
+{{- end }}
+
+{{/* registry/repository:tag, the tag defaulting to the chart's appVersion. Argument: dict "image" "root". */}}
+{{- define "argo-xapp.imageRef" -}}
+{{- $repo := .image.repository }}
+{{- if .image.registry }}{{ $repo = printf "%s/%s" .image.registry .image.repository }}{{ end }}
+{{- printf "%s:%s" $repo (default .root.Chart.AppVersion .image.tag) }}
+{{- end }}
+
+{{- define "argo-xapp.image" -}}
+{{- include "argo-xapp.imageRef" (dict "image" .Values.image "root" .) }}
+{{- end }}
+
+{{/* Chroma server image: its own when set, else the xApp's (whose chromadb package has `chroma run`). */}}
+{{- define "argo-xapp.chromaImage" -}}
+{{- if .Values.chroma.server.image.repository }}
+{{- include "argo-xapp.imageRef" (dict "image" .Values.chroma.server.image "root" .) }}
+{{- else }}
+{{- include "argo-xapp.image" . }}
+{{- end }}
+{{- end }}
+
+{{- define "argo-xapp.chromaName" -}}
+{{- printf "%s-chroma" (include "argo-xapp.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The descriptor the ConfigMap carries: files/config-file.json (or descriptor.override), with
+values.controls merged over its controls.
+*/}}
+{{- define "argo-xapp.descriptor" -}}
+{{- $doc := dict }}
+{{- if .Values.descriptor.override }}
+{{- $doc = .Values.descriptor.override | fromJson }}
+{{- else }}
+{{- $doc = .Files.Get "files/config-file.json" | fromJson }}
+{{- end }}
+{{- if not (hasKey $doc "xapp_name") }}
+{{- fail "the descriptor has no xapp_name: files/config-file.json missing (helm/argo-xapp/files links to descriptors/) or descriptor.override is not a descriptor" }}
+{{- end }}
+{{- $controls := mergeOverwrite (deepCopy (default dict $doc.controls)) (deepCopy (default dict .Values.controls)) }}
+{{- $_ := set $doc "controls" $controls }}
+{{- $doc | toPrettyJson }}
+{{- end }}
+
+{{/* The persistent volume claim name of one of persistence.{data,models}. Argument: dict "root" "key". */}}
+{{- define "argo-xapp.claimName" -}}
+{{- $p := index .root.Values.persistence .key }}
+{{- default (printf "%s-%s" (include "argo-xapp.fullname" .root) .key) $p.existingClaim }}
+{{- end }}
