@@ -189,6 +189,30 @@ async def serve_async(
     return status
 
 
-def serve(settings: Settings, *, grpc_port: int | None = None, host: str = "[::]") -> int:
-    """Blocking entry point for ``argo-xapp serve``: exit status 0 after a graceful stop."""
-    return asyncio.run(serve_async(settings, grpc_port=grpc_port, host=host))
+def serve(
+    settings: Settings,
+    *,
+    grpc_port: int | None = None,
+    http_port: int | None = None,
+    host: str = "[::]",
+) -> int:
+    """Blocking entry point for ``argo-xapp serve``: exit status 0 after a graceful stop.
+
+    Wires the observability around the server: the process-wide tracer provider (OTLP export when
+    configured), a SERVER span and RPC metrics per call (interceptor), the O-RAN SC HTTP endpoints
+    (health, metrics) on ``http_port`` (default ``settings.http_port``), and the final span flush.
+    """
+    from xapp.server.http import http_extension
+    from xapp.telemetry.tracing import TelemetryInterceptor, setup_tracing
+
+    tracing = setup_tracing(settings)
+    return asyncio.run(
+        serve_async(
+            settings,
+            grpc_port=grpc_port,
+            host=host,
+            interceptors=[TelemetryInterceptor()],
+            extensions=[http_extension(settings, port=http_port)],
+            telemetry_shutdown=lambda: tracing.aclose(timeout_s=min(5.0, settings.grace_period_s)),
+        )
+    )

@@ -30,6 +30,7 @@ from xapp.server import convert, validation
 from xapp.server.admission import Admission, Overloaded
 from xapp.server.deadline import effective_deadline
 from xapp.server.health import HealthMonitor
+from xapp.telemetry.metrics import Metrics, default_metrics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,10 +66,13 @@ def _ms_since(start: float) -> float:
 
 
 class ArgoServicer(pb_grpc.ArgoServiceServicer):
-    def __init__(self, settings: Settings, *, health: HealthMonitor | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, health: HealthMonitor | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.admission = Admission(settings.max_concurrency)
         self.health = health
+        self.metrics = metrics or default_metrics()
         self.pipeline: Pipeline | None = None
 
     def attach(self, pipeline: Pipeline) -> None:
@@ -157,6 +161,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             deadline,
             lambda: pipeline.answer(call.question, strategy=call.strategy, deadline=deadline),
         )
+        self.metrics.record_answer(answer, "Answer")
         return convert.answer(answer, elapsed_ms=_ms_since(start))
 
     async def AnswerStream(
@@ -184,6 +189,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
                 while (step := await steps.get()) is not None:
                     yield pb.AnswerEvent(step=convert.step(step))
                 answer = task.result()
+            self.metrics.record_answer(answer, "AnswerStream")
             yield pb.AnswerEvent(answer=convert.answer(answer, elapsed_ms=_ms_since(start)))
         except asyncio.CancelledError:
             raise
@@ -215,6 +221,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         step = await self._unary(
             context, "Decompose", deadline, lambda: pipeline.decompose(question, history, deadline=deadline)
         )
+        self.metrics.record_step(step)
         return pb.DecomposeReply(query=step.query, step=convert.step(step), elapsed_ms=_ms_since(start))
 
     async def Retrieve(
@@ -234,6 +241,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         step = await self._unary(
             context, "Retrieve", deadline, lambda: pipeline.retrieve(query, top_k=top_k, deadline=deadline)
         )
+        self.metrics.record_step(step)
         return pb.RetrieveReply(
             passages=[convert.passage(p) for p in step.passages],
             fallback_reason=step.fallback_reason or "",
@@ -258,6 +266,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         answer = await self._unary(
             context, "Synthesize", deadline, lambda: pipeline.synthesize(question, history, deadline=deadline)
         )
+        self.metrics.record_answer(answer, "Synthesize")
         return convert.answer(answer, elapsed_ms=_ms_since(start))
 
 
