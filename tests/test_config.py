@@ -392,3 +392,48 @@ def test_watcher_from_environment(tmp_path: Path) -> None:
     assert watcher is not None and watcher.path == path
     with pytest.raises(ConfigError):
         DescriptorWatcher(path, Settings(), lambda s: None, interval_s=0)
+
+
+def test_descriptor_extension_updates_a_running_grpc_server(tmp_path: Path) -> None:
+    """A real ArgoServer on a free port: a hot change reaches servicer, pipeline hook and log level."""
+    from xapp.config_watch import descriptor_extension
+    from xapp.server.app import ArgoServer
+
+    path = write_descriptor(tmp_path / "config-file.json", {"deadline_ms": 900, "log_level": "INFO"})
+    environ = {"CONFIG_FILE": str(path)}
+
+    class PipelineHook:
+        """Records the settings handed to the pipeline's update hook."""
+
+        def __init__(self) -> None:
+            self.seen: list[Settings] = []
+
+        async def update_settings(self, settings: Settings) -> None:
+            self.seen.append(settings)
+
+    async def scenario() -> None:
+        running = load_settings(environ=environ).replace(grpc_port=0)
+        server = ArgoServer(running)
+        hook = PipelineHook()
+        server.servicer.pipeline = hook  # type: ignore[assignment]
+        root_level = logging.getLogger().level
+        try:
+            assert await server.start(0) > 0
+            async with descriptor_extension(environ=environ, interval_s=0.02)(server) as watcher:
+                assert watcher is not None and watcher.running
+                replace_atomically(path, {"deadline_ms": 450, "log_level": "DEBUG", "strategy": "template"})
+                await wait_until(lambda: server.servicer.settings.deadline_ms == 450)
+                assert server.settings is server.servicer.settings
+                assert server.servicer.settings.strategy == "template"
+                assert [s.deadline_ms for s in hook.seen] == [450]
+                assert logging.getLogger().level == logging.DEBUG
+            assert not watcher.running
+        finally:
+            logging.getLogger().setLevel(root_level)
+            await server.stop(0)
+
+        # no descriptor configured: the extension is inert
+        async with descriptor_extension(environ={})(server) as nothing:
+            assert nothing is None
+
+    asyncio.run(scenario())

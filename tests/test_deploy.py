@@ -1,4 +1,4 @@
-"""Deployment artefacts stay in step with the code: the O-RAN SC descriptor, the controls schema, the Helm values.
+"""Deployment artefacts stay in step with the code: O-RAN SC descriptor, controls schema, Helm values.
 
 `.ci/deploy-checks` runs Helm and kubernetes-validate on the chart; these tests need neither and run with the
 normal suite, so a new setting, a changed default or a renamed metric fails here first.
@@ -97,7 +97,8 @@ def test_descriptor_identity_ports_and_probes(descriptor: dict[str, Any]) -> Non
     assert descriptor["version"] == "0.1.0"
     container = descriptor["containers"][0]["name"]
     ports = {p["name"]: p for p in descriptor["messaging"]["ports"]}
-    assert {n: p["port"] for n, p in ports.items()} == {"grpc": Settings().grpc_port, "http": Settings().http_port}
+    d = Settings()
+    assert {n: p["port"] for n, p in ports.items()} == {"grpc": d.grpc_port, "http": d.http_port}
     assert all(p["container"] == container for p in ports.values())
     # gRPC only: no RMR data/route ports, no message types or A1 policies
     assert not any({"txMessages", "rxMessages", "policies"} & p.keys() for p in ports.values())
@@ -192,7 +193,7 @@ def test_descriptor_controls_are_the_defaults_spelled_out(descriptor: dict[str, 
     expected = {**defaults, **DEPLOYMENT_CHOICES}
     assert set(controls) == set(expected), "the descriptor should list every setting an operator may tune"
     for key, value in expected.items():
-        assert controls[key] == value, f"descriptor controls.{key} = {controls[key]!r}, code default {value!r}"
+        assert controls[key] == value, f"descriptor controls.{key}={controls[key]!r}, code default {value!r}"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import hashlib
 import inspect
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -277,3 +277,53 @@ class DescriptorWatcher:
                 await self.check()
             except Exception:  # keep watching whatever one look ran into
                 log.exception("descriptor watch of %s failed", self.path)
+
+
+# --------------------------------------------------------------------------------------------------
+# wiring into the server
+
+
+def descriptor_extension(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    interval_s: float = 1.0,
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[DescriptorWatcher | None]]:
+    """A server extension (``xapp.server.app.serve_async(extensions=[...])``) that watches the descriptor.
+
+    Does nothing when neither ``CONFIG_FILE`` nor ``XAPP_DESCRIPTOR_PATH`` is set. On a hot change it hands
+    the new settings to the server and its servicer (read per request: deadlines, safety margin, input
+    limits), to the pipeline when it has ``update_settings`` (strategy, MDP, caps, thresholds), and applies
+    ``log_level``. ``flags`` are the command-line values the server was started with.
+    """
+
+    @contextlib.asynccontextmanager
+    async def extension(server: Any) -> AsyncIterator[DescriptorWatcher | None]:
+        async def apply(new: Settings) -> None:
+            old: Settings = server.settings
+            servicer = getattr(server, "servicer", None)
+            pipeline = getattr(servicer, "pipeline", None)
+            update = getattr(pipeline, "update_settings", None)
+            if callable(update):  # first: if the pipeline refuses, nothing has changed yet
+                outcome = update(new)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            server.settings = new
+            if servicer is not None:
+                servicer.settings = new
+            if new.log_level != old.log_level:
+                from xapp.telemetry.logging import set_log_level
+
+                set_log_level(new.log_level)
+
+        watcher = DescriptorWatcher.from_environment(
+            server.settings, apply, flags=flags, environ=environ, interval_s=interval_s
+        )
+        if watcher is None:
+            yield None
+            return
+        log.info("watching descriptor %s for changes", watcher.path)
+        async with watcher:
+            yield watcher
+
+    return extension
