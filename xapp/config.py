@@ -33,9 +33,9 @@ class MDPParams:
     u_max: float = 1.0
     delta_retrieve: float = 0.3  # δ_r: progress a successful retrieval adds
     p_success: float = 0.8  # p_s: probability that a retrieval brings new information
-    delta_reason: float = 0.1  # δ_p: progress a reasoning step adds
+    delta_reason: float = 0.15  # δ_p: progress a reasoning step adds
     cost_retrieve: float = 0.1  # c_r
-    cost_reason: float = 0.05  # c_p
+    cost_reason: float = 0.04  # c_p
     mu: float = 0.5  # cost weight μ
     gamma: float = 0.95  # discount γ
     quality: str = "sqrt"  # σ(U): linear, sqrt, saturating or sigmoid

@@ -1,0 +1,1 @@
+"""Decomposer, Retriever, Reasoner, Synthesizer: one job each, an LLM path and a template path."""

@@ -1,0 +1,108 @@
+"""Template answering: extractive synthesis and multiple-choice option scoring over retrieved evidence.
+
+No LLM: sentences of the retrieved passages are ranked by IDF-weighted term overlap with the question,
+blended with the passage's retrieval score (and, when an embedder is at hand, sentence-level cosine
+similarity). Options are scored by how well the evidence supports the terms that set each option apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from xapp.components.text import idf, overlap, sentences, terms
+from xapp.domain import Passage
+from xapp.llm.prompts import strip_option_number
+from xapp.store.embedding import MiniLMEmbedder
+
+MAX_SENTENCES = 400  # bounds the work on long evidence: a few ms either way
+
+
+@dataclass(frozen=True)
+class Evidence:
+    sentence: str
+    source: str
+    score: float
+
+
+def _candidate_sentences(passages: Sequence[Passage]) -> list[tuple[str, Passage]]:
+    seen: set[str] = set()
+    out: list[tuple[str, Passage]] = []
+    for passage in passages:
+        if passage.id in seen:
+            continue
+        seen.add(passage.id)
+        for sentence in sentences(passage.text):
+            if len(sentence) >= 25 and len(terms(sentence)) >= 3:
+                out.append((sentence, passage))
+    return out[:MAX_SENTENCES]
+
+
+def rank_evidence(question: str, passages: Sequence[Passage], embedder: MiniLMEmbedder | None = None
+                  ) -> list[Evidence]:
+    """Sentences of the passages, most relevant to the question first."""
+    candidates = _candidate_sentences(passages)
+    if not candidates:
+        return []
+    sentence_terms = [terms(s) for s, _ in candidates]
+    weights = idf(sentence_terms)
+    q_terms = terms(question)
+    scores = np.array([overlap(q_terms, st, weights) for st in sentence_terms])
+    scores += 0.5 * np.array([max(p.score, 0.0) for _, p in candidates])
+    if embedder is not None:
+        vectors = embedder.embed([question] + [s for s, _ in candidates])
+        scores += vectors[1:] @ vectors[0]
+    order = np.argsort(-scores, kind="stable")
+    return [Evidence(candidates[i][0], candidates[i][1].source, float(scores[i])) for i in order]
+
+
+def extractive_answer(question: str, passages: Sequence[Passage], embedder: MiniLMEmbedder | None = None,
+                      max_sentences: int = 3) -> tuple[str, list[str]]:
+    """The most relevant sentences, in order of relevance, and the sources they came from."""
+    ranked = rank_evidence(question, passages, embedder)
+    picked: list[Evidence] = []
+    seen_terms: list[set[str]] = []
+    for ev in ranked:
+        t = set(terms(ev.sentence))
+        if any(len(t & s) >= 0.8 * len(t) for s in seen_terms):
+            continue  # near-duplicate of a sentence already chosen
+        picked.append(ev)
+        seen_terms.append(t)
+        if len(picked) == max_sentences:
+            break
+    if not picked:
+        return "No relevant information was found in the knowledge base.", []
+    sources = list(dict.fromkeys(ev.source for ev in picked))
+    return " ".join(ev.sentence for ev in picked), sources
+
+
+def score_options(question: str, options: Sequence[str], passages: Sequence[Passage],
+                  embedder: MiniLMEmbedder | None = None) -> list[float]:
+    """Support of each option in the evidence; the highest wins. Ties keep the earlier option."""
+    texts = [strip_option_number(o) for o in options]
+    option_terms = [terms(t) for t in texts]
+    candidates = _candidate_sentences(passages)
+    evidence_terms = [terms(s) for s, _ in candidates]
+    weights = idf(evidence_terms + option_terms)
+    # Terms shared by every option say nothing about which one is right.
+    common = set.intersection(*(set(t) for t in option_terms)) if option_terms else set()
+    evidence_vocab: set[str] = set().union(*evidence_terms) if evidence_terms else set()
+    scores = np.zeros(len(options))
+    for i, ot in enumerate(option_terms):
+        distinct = [t for t in ot if t not in common]
+        scores[i] = overlap(distinct, list(evidence_vocab), weights) if distinct else 0.0
+    if embedder is not None and candidates:
+        vectors = embedder.embed([f"{question} {t}" for t in texts] + [s for s, _ in candidates])
+        opt_vecs, sent_vecs = vectors[: len(texts)], vectors[len(texts):]
+        sims = opt_vecs @ sent_vecs.T  # (options, sentences)
+        top = np.sort(sims, axis=1)[:, -3:]
+        scores += top.mean(axis=1)
+    return scores.tolist()
+
+
+def pick_option(question: str, options: Sequence[str], passages: Sequence[Passage],
+                embedder: MiniLMEmbedder | None = None) -> int:
+    scores = score_options(question, options, passages, embedder)
+    return int(np.argmax(scores)) + 1
