@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -195,13 +195,17 @@ def serve(
     grpc_port: int | None = None,
     http_port: int | None = None,
     host: str = "[::]",
+    flags: Mapping[str, Any] | None = None,
 ) -> int:
     """Blocking entry point for ``argo-xapp serve``: exit status 0 after a graceful stop.
 
     Wires the observability around the server: the process-wide tracer provider (OTLP export when
     configured), a SERVER span and RPC metrics per call (interceptor), the O-RAN SC HTTP endpoints
-    (health, metrics) on ``http_port`` (default ``settings.http_port``), and the final span flush.
+    (health, metrics) on ``http_port`` (default ``settings.http_port``), and the final span flush; and the
+    descriptor watcher (hot reload when ``CONFIG_FILE`` is set; ``flags``: the command-line values, which keep
+    winning over the descriptor).
     """
+    from xapp.config_watch import descriptor_extension
     from xapp.server.http import http_extension
     from xapp.telemetry.tracing import TelemetryInterceptor, setup_tracing
 
@@ -212,7 +216,7 @@ def serve(
             grpc_port=grpc_port,
             host=host,
             interceptors=[TelemetryInterceptor()],
-            extensions=[http_extension(settings, port=http_port)],
+            extensions=[http_extension(settings, port=http_port), descriptor_extension(flags)],
             telemetry_shutdown=lambda: tracing.aclose(timeout_s=min(5.0, settings.grace_period_s)),
         )
     )
