@@ -1,0 +1,116 @@
+"""`argo-xapp serve` as a real process: it becomes SERVING, answers, and on SIGTERM stops accepting,
+finishes the request in flight, and exits 0. It loads its own vLLM engine (the tiny W8A8 model of
+conftest.py) and the shipped knowledge base into a fresh data directory, exactly as in production.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from xapp._proto.argo.v1 import argo_pb2 as pb
+from xapp.client import SyncArgoClient
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture()
+def server_process(tmp_path: Path, tiny_w8a8_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    env = {
+        **os.environ,
+        "ARGO_DATA_DIR": str(tmp_path / "data"),
+        "ARGO_MODEL": str(tiny_w8a8_dir),
+        "ARGO_KV_CACHE_GIB": "0.25",
+        "ARGO_GRACE_PERIOD_S": "5",
+        "ARGO_LOG_FORMAT": "json",
+        "OTEL_SDK_DISABLED": "true",
+    }
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xapp", "serve", "--grpc-port", str(port), "--http-port", "0"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        yield proc, f"127.0.0.1:{port}", log_path
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+def wait_serving(
+    client: SyncArgoClient, proc: subprocess.Popen[str], log: Path, timeout: float = 600
+) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if client.health() == "SERVING":
+                return
+        except grpc.RpcError:
+            pass  # not listening yet
+        time.sleep(0.25)
+    pytest.fail(f"server not SERVING after {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+def test_sigterm_drains_the_request_in_flight_and_exits_0(
+    server_process: tuple[subprocess.Popen[str], str, Path],
+) -> None:
+    proc, target, log = server_process
+    with SyncArgoClient(target, default_timeout_s=5) as client:
+        wait_serving(client, proc, log)
+        assert client.answer("What does the E2 interface connect?", deadline_ms=1000).answer.strip()
+
+        result: dict[str, Any] = {}
+
+        def in_flight() -> None:
+            try:
+                result["reply"] = client.answer(
+                    "What is the near-RT RIC?", strategy="always-reason", deadline_ms=900, timeout=3
+                )
+            except grpc.RpcError as exc:
+                result["error"] = (exc.code(), exc.details())
+
+        thread = threading.Thread(target=in_flight)
+        thread.start()
+        time.sleep(0.15)  # the request is in the pipeline now
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        thread.join(10)
+        returncode = proc.wait(30)
+        stopped_in = time.monotonic() - t0
+
+    text = log.read_text()
+    assert returncode == 0, text[-4000:]
+    assert "reply" in result, (result, text[-4000:])
+    assert result["reply"].answer.strip()
+    assert result["reply"].path in (pb.PATH_LLM, pb.PATH_TEMPLATE, pb.PATH_MIXED)
+    assert stopped_in < 5 + 2, "drained within the grace period"
+    assert "Traceback" not in text, text[-4000:]
+    # After the stop nothing listens any more.
+    with SyncArgoClient(target) as after, pytest.raises(grpc.RpcError) as info:
+        after.health(timeout=1)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
