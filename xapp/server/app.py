@@ -53,18 +53,31 @@ class ArgoServer:
         self.health_servicer = HealthServicer()
         self.health = HealthMonitor(self.health_servicer, llm_enabled=settings.llm)
         self.servicer = ArgoServicer(settings, health=self.health)
-        # so_reuseport off: a port already taken must fail loudly, not split traffic with a stale server.
-        self.server = grpc.aio.server(interceptors=list(interceptors), options=[("grpc.so_reuseport", 0)])
-        pb_grpc.add_ArgoServiceServicer_to_server(self.servicer, self.server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health_servicer, self.server)
-        reflection.enable_server_reflection(SERVICE_NAMES, self.server)
+        self.interceptors = list(interceptors)
+        self._server: grpc.aio.Server | None = None
         self.port = 0
         self.serving = False
         self._stopped = False
 
+    @property
+    def server(self) -> grpc.aio.Server:
+        if self._server is None:
+            raise RuntimeError("ArgoServer.start() has not run")
+        return self._server
+
+    def _build(self) -> grpc.aio.Server:
+        # Created here, not in __init__: a grpc.aio server binds to the event loop it is created on.
+        # so_reuseport off: a port already taken must fail loudly, not split traffic with a stale server.
+        server = grpc.aio.server(interceptors=self.interceptors, options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_ArgoServiceServicer_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health_servicer, server)
+        reflection.enable_server_reflection(SERVICE_NAMES, server)
+        return server
+
     async def start(self, port: int | None = None, host: str = "[::]") -> int:
         """Listen on ``host:port`` (0: a free port); return the bound port."""
         await self.health.starting()
+        self._server = self._build()
         want = self.settings.grpc_port if port is None else port
         self.port = self.server.add_insecure_port(f"{host}:{want}")
         if self.port == 0:
@@ -81,7 +94,7 @@ class ArgoServer:
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Graceful stop: NOT_SERVING, refuse new calls, wait up to the grace period for in-flight ones."""
-        if self._stopped:
+        if self._stopped or self._server is None:
             return
         self._stopped = True
         self.serving = False
