@@ -83,6 +83,12 @@ class ArgoServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{want}")
         await self.server.start()
+        if self.settings.grace_period_s * 1000 < self.settings.max_deadline_ms:
+            log.warning(
+                "grace_period_s=%.1f < max_deadline_ms=%d: a SIGTERM may cancel requests in flight",
+                self.settings.grace_period_s,
+                self.settings.max_deadline_ms,
+            )
         log.info("gRPC listening on %s:%d (NOT_SERVING until the pipeline is loaded)", host, self.port)
         return self.port
 
