@@ -524,6 +524,22 @@ def test_record_answer_updates_every_metric() -> None:
     assert sample("argo_xapp_component_latency_seconds_count", {"component": "reason"}) == 2
 
 
+def test_record_answer_puts_the_outcome_on_the_current_span(memory_tracing: InMemorySpanExporter) -> None:
+    metrics = Metrics()
+    with MODULE_TRACER.start_as_current_span("argo.v1.ArgoService/Answer", kind=SpanKind.SERVER):
+        metrics.record_answer(make_answer(elapsed_ms=1200.0, fallback_reason="synthesize: no time"), "Answer")
+    metrics.record_answer(make_answer(), "Answer")  # no current span: nothing to annotate, no error
+    (span,) = memory_tracing.get_finished_spans()
+    a = dict(span.attributes or {})
+    assert a[attrs.PATH] == "mixed" and a[attrs.STRATEGY] == "mdp" and a[attrs.STEPS] == 2
+    assert (
+        a[attrs.DEADLINE_MS] == 1000.0 and a[attrs.ELAPSED_MS] == 1200.0 and a[attrs.DEADLINE_MISSED] is True
+    )
+    assert a[attrs.FALLBACK_REASON] == "synthesize: no time" and a[attrs.CHOICE] == 2
+    assert a[attrs.GEN_AI_USAGE_INPUT_TOKENS] == 320 and a[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == 40
+    assert a[attrs.GEN_AI_REQUEST_MODEL] == "qwen"
+
+
 def test_record_step_and_reason_labels() -> None:
     metrics = Metrics()
     step = Step(

@@ -194,7 +194,11 @@ class Metrics:
 
         ``answer.timings_ms`` holds the per-component totals of the request, so steps' own timings are
         not observed again here; steps are counted by action and path, tokens summed over all LLM calls.
+        The outcome also goes onto the current span (the RPC's server span inside a handler).
         """
+        from xapp.telemetry.tracing import annotate_answer  # tracing imports this module
+
+        annotate_answer(answer)
         path = answer.path.value
         self.answers.labels(rpc, path).inc()
         self.answer_latency.labels(path).observe(answer.elapsed_ms / 1000.0)

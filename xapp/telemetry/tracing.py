@@ -304,6 +304,38 @@ def setup_tracing(
 
 
 # --------------------------------------------------------------------------------------------------
+# The request's outcome on the server span
+
+
+def annotate_answer(answer: Any, span: trace.Span | None = None) -> None:
+    """Put an Answer's outcome on ``span`` (default: the current span, i.e. the RPC's SERVER span inside a
+    handler): strategy, path, fallback reason, deadline, elapsed, miss, steps, tokens, model.
+
+    Called by ``Metrics.record_answer``, so a trace shows at its root what the reply said.
+    """
+    span = span or trace.get_current_span()
+    if not span.is_recording():
+        return
+    values: dict[str, Any] = {
+        attrs.STRATEGY: answer.strategy,
+        attrs.PATH: answer.path.value,
+        attrs.DEADLINE_MS: float(answer.deadline_ms),
+        attrs.ELAPSED_MS: float(answer.elapsed_ms),
+        attrs.DEADLINE_MISSED: bool(answer.deadline_ms > 0 and answer.elapsed_ms > answer.deadline_ms),
+        attrs.STEPS: len(answer.steps),
+        attrs.GEN_AI_USAGE_INPUT_TOKENS: int(answer.prompt_tokens),
+        attrs.GEN_AI_USAGE_OUTPUT_TOKENS: int(answer.completion_tokens),
+    }
+    if answer.fallback_reason:
+        values[attrs.FALLBACK_REASON] = answer.fallback_reason
+    if answer.choice is not None:
+        values[attrs.CHOICE] = int(answer.choice)
+    if answer.model:
+        values[attrs.GEN_AI_REQUEST_MODEL] = answer.model
+    span.set_attributes(values)
+
+
+# --------------------------------------------------------------------------------------------------
 # W3C trace context from gRPC metadata
 
 Metadata = Sequence[tuple[str, str | bytes]]
