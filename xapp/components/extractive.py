@@ -7,8 +7,8 @@ similarity). Options are scored by how well the evidence supports the terms that
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -17,7 +17,8 @@ from xapp.domain import Passage
 from xapp.llm.prompts import strip_option_number
 from xapp.store.embedding import MiniLMEmbedder
 
-MAX_SENTENCES = 400  # bounds the work on long evidence: a few ms either way
+MAX_SENTENCES = 400  # bounds the lexical work on long evidence: a few ms either way
+MAX_EMBEDDED = 32  # only the lexically best sentences are embedded: MiniLM costs ~2 ms a sentence on CPU
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,9 @@ def _candidate_sentences(passages: Sequence[Passage]) -> list[tuple[str, Passage
     return out[:MAX_SENTENCES]
 
 
-def rank_evidence(question: str, passages: Sequence[Passage], embedder: MiniLMEmbedder | None = None
-                  ) -> list[Evidence]:
+def rank_evidence(
+    question: str, passages: Sequence[Passage], embedder: MiniLMEmbedder | None = None
+) -> list[Evidence]:
     """Sentences of the passages, most relevant to the question first."""
     candidates = _candidate_sentences(passages)
     if not candidates:
@@ -52,14 +54,17 @@ def rank_evidence(question: str, passages: Sequence[Passage], embedder: MiniLMEm
     scores = np.array([overlap(q_terms, st, weights) for st in sentence_terms])
     scores += 0.5 * np.array([max(p.score, 0.0) for _, p in candidates])
     if embedder is not None:
-        vectors = embedder.embed([question] + [s for s, _ in candidates])
-        scores += vectors[1:] @ vectors[0]
+        top = np.argsort(-scores, kind="stable")[:MAX_EMBEDDED]
+        vectors = embedder.embed([question] + [candidates[i][0] for i in top])
+        scores[top] += vectors[1:] @ vectors[0]
+        scores[np.setdiff1d(np.arange(len(scores)), top)] -= 1.0  # not embedded: rank after those that were
     order = np.argsort(-scores, kind="stable")
     return [Evidence(candidates[i][0], candidates[i][1].source, float(scores[i])) for i in order]
 
 
-def extractive_answer(question: str, passages: Sequence[Passage], embedder: MiniLMEmbedder | None = None,
-                      max_sentences: int = 3) -> tuple[str, list[str]]:
+def extractive_answer(
+    question: str, passages: Sequence[Passage], embedder: MiniLMEmbedder | None = None, max_sentences: int = 3
+) -> tuple[str, list[str]]:
     """The most relevant sentences, in order of relevance, and the sources they came from."""
     ranked = rank_evidence(question, passages, embedder)
     picked: list[Evidence] = []
@@ -78,8 +83,9 @@ def extractive_answer(question: str, passages: Sequence[Passage], embedder: Mini
     return " ".join(ev.sentence for ev in picked), sources
 
 
-def score_options(question: str, options: Sequence[str], passages: Sequence[Passage],
-                  embedder: MiniLMEmbedder | None = None) -> list[float]:
+def score_options(
+    question: str, options: Sequence[str], passages: Sequence[Passage], embedder: MiniLMEmbedder | None = None
+) -> list[float]:
     """Support of each option in the evidence; the highest wins. Ties keep the earlier option."""
     texts = [strip_option_number(o) for o in options]
     option_terms = [terms(t) for t in texts]
@@ -94,15 +100,19 @@ def score_options(question: str, options: Sequence[str], passages: Sequence[Pass
         distinct = [t for t in ot if t not in common]
         scores[i] = overlap(distinct, list(evidence_vocab), weights) if distinct else 0.0
     if embedder is not None and candidates:
-        vectors = embedder.embed([f"{question} {t}" for t in texts] + [s for s, _ in candidates])
-        opt_vecs, sent_vecs = vectors[: len(texts)], vectors[len(texts):]
+        q_terms = terms(question) + [t for ot in option_terms for t in ot]
+        lexical = np.array([overlap(q_terms, et, weights) for et in evidence_terms])
+        top = np.argsort(-lexical, kind="stable")[:MAX_EMBEDDED]
+        vectors = embedder.embed([f"{question} {t}" for t in texts] + [candidates[i][0] for i in top])
+        opt_vecs, sent_vecs = vectors[: len(texts)], vectors[len(texts) :]
         sims = opt_vecs @ sent_vecs.T  # (options, sentences)
         top = np.sort(sims, axis=1)[:, -3:]
         scores += top.mean(axis=1)
     return scores.tolist()
 
 
-def pick_option(question: str, options: Sequence[str], passages: Sequence[Passage],
-                embedder: MiniLMEmbedder | None = None) -> int:
+def pick_option(
+    question: str, options: Sequence[str], passages: Sequence[Passage], embedder: MiniLMEmbedder | None = None
+) -> int:
     scores = score_options(question, options, passages, embedder)
     return int(np.argmax(scores)) + 1

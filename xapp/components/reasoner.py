@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from xapp.components.base import ComponentResult, generate, usage_of
 from xapp.components.extractive import rank_evidence
@@ -19,19 +19,27 @@ class Reasoner:
         self.max_tokens = max_tokens
         self.embedder = embedder
 
-    def template(self, question: Question, history: Sequence[Step], reason: str | None = None) -> ComponentResult:
+    def template(
+        self, question: Question, history: Sequence[Step], reason: str | None = None
+    ) -> ComponentResult:
         """Extractive note: the single most relevant sentence of the evidence gathered so far."""
         passages = [p for s in history for p in s.passages]
         ranked = rank_evidence(question.text, passages)
         note = ranked[0].sentence if ranked else "No evidence gathered yet."
         return ComponentResult(note, PathKind.TEMPLATE, fallback_reason=reason)
 
-    async def reason(self, question: Question, history: Sequence[Step], deadline: float | None) -> ComponentResult:
+    async def reason(
+        self, question: Question, history: Sequence[Step], deadline: float | None
+    ) -> ComponentResult:
         if self.llm is None or deadline is None:
             return self.template(question, history)
         try:
-            gen = await generate(self.llm, prompts.reason_messages(question, history),
-                                 max_tokens=self.max_tokens, deadline=deadline)
+            gen = await generate(
+                self.llm,
+                prompts.reason_messages(question, history),
+                max_tokens=self.max_tokens,
+                deadline=deadline,
+            )
         except EngineUnavailable as exc:
             return self.template(question, history, f"reason: {exc}")
         text = gen.text.strip()

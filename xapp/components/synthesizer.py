@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from xapp.components.base import ComponentResult, generate, usage_of
 from xapp.components.extractive import extractive_answer, pick_option
-from xapp.domain import PathKind, Question, Step
+from xapp.domain import PathKind, Question, Step, Usage
 from xapp.errors import EngineUnavailable
 from xapp.llm import prompts
 from xapp.llm.base import LLM
@@ -19,7 +19,9 @@ class Synthesizer:
         self.max_tokens = max_tokens
         self.embedder = embedder
 
-    def template(self, question: Question, history: Sequence[Step], reason: str | None = None) -> ComponentResult:
+    def template(
+        self, question: Question, history: Sequence[Step], reason: str | None = None
+    ) -> ComponentResult:
         """Extractive synthesis; with options, the option best supported by the evidence."""
         passages = [p for s in history for p in s.passages]
         text, _ = extractive_answer(question.text, passages, self.embedder)
@@ -29,32 +31,62 @@ class Synthesizer:
             text = f"{choice}. {prompts.strip_option_number(question.options[choice - 1])} — evidence: {text}"
         return ComponentResult(text, PathKind.TEMPLATE, fallback_reason=reason, choice=choice)
 
-    async def synthesize(self, question: Question, history: Sequence[Step], deadline: float | None
-                         ) -> ComponentResult:
-        if self.llm is None or deadline is None:
-            return self.template(question, history)
+    async def synthesize_llm(
+        self, question: Question, history: Sequence[Step], deadline: float
+    ) -> ComponentResult:
+        """The LLM path alone. Raises ``NeedsTemplate`` when its output cannot be used; a multiple-choice
+        reply whose option cannot be read comes back with ``choice`` None and path MIXED: the caller lets
+        the template scorer pick (the pipeline does so under its own time limit)."""
+        if self.llm is None:
+            raise NeedsTemplate("synthesize: no LLM engine", Usage())
         try:
-            gen = await generate(self.llm, prompts.synthesize_messages(question, history),
-                                 max_tokens=self.max_tokens, deadline=deadline)
+            gen = await generate(
+                self.llm,
+                prompts.synthesize_messages(question, history),
+                max_tokens=self.max_tokens,
+                deadline=deadline,
+            )
         except EngineUnavailable as exc:
-            return self.template(question, history, f"synthesize: {exc}")
+            raise NeedsTemplate(f"synthesize: {exc}", Usage()) from exc
         usage = usage_of(gen)
         text = gen.text.strip()
         if gen.aborted:
-            result = self.template(question, history, "synthesize: LLM ran out of time and was aborted")
-            result.usage = usage
-            return result
+            raise NeedsTemplate("synthesize: LLM ran out of time and was aborted", usage)
+        if not text:
+            raise NeedsTemplate("synthesize: LLM returned an empty answer", usage)
         if not question.options:
-            if not text:
-                result = self.template(question, history, "synthesize: LLM returned an empty answer")
-                result.usage = usage
-                return result
             return ComponentResult(text, PathKind.LLM, usage)
         choice = prompts.parse_choice(text, question.options)
         if choice is None:
-            # The model's prose stands, the template scorer picks the option; the path says both ran.
-            fallback = self.template(question, history)
-            return ComponentResult(text, PathKind.MIXED, usage,
-                                   "synthesize: option not readable in LLM output; template scorer chose",
-                                   fallback.choice)
+            return ComponentResult(
+                text,
+                PathKind.MIXED,
+                usage,
+                "synthesize: option not readable in LLM output; template scorer chose",
+            )
         return ComponentResult(text, PathKind.LLM, usage, choice=choice)
+
+    async def synthesize(
+        self, question: Question, history: Sequence[Step], deadline: float | None
+    ) -> ComponentResult:
+        """LLM path when an engine and a deadline are given; the template path otherwise or on failure."""
+        if self.llm is None or deadline is None:
+            return self.template(question, history)
+        try:
+            result = await self.synthesize_llm(question, history, deadline)
+        except NeedsTemplate as exc:
+            fallback = self.template(question, history, exc.reason)
+            fallback.usage = exc.usage
+            return fallback
+        if question.options and result.choice is None:
+            result.choice = self.template(question, history).choice
+        return result
+
+
+class NeedsTemplate(Exception):
+    """The LLM synthesis produced nothing usable; ``usage`` is what it cost anyway."""
+
+    def __init__(self, reason: str, usage: Usage) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.usage = usage

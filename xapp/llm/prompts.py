@@ -8,7 +8,7 @@ prefill time inside a sub-second budget.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from xapp.domain import Action, Question, Step
 from xapp.llm.base import Message
@@ -102,8 +102,11 @@ def parse_choice(text: str, options: Sequence[str]) -> int | None:
             return int(match.group(1))
     # The model may quote an option instead of numbering it.
     lowered = " ".join(text.lower().split())
-    quoted = [i for i, o in enumerate(options, start=1) if len(strip_option_number(o)) > 8
-              and strip_option_number(o).lower() in lowered]
+    quoted = [
+        i
+        for i, o in enumerate(options, start=1)
+        if len(strip_option_number(o)) > 8 and strip_option_number(o).lower() in lowered
+    ]
     return quoted[0] if len(quoted) == 1 else None
 
 

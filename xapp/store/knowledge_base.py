@@ -7,9 +7,10 @@ when ``chroma_mode`` is ``http``. Chroma is synchronous; async callers run ``que
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from xapp.config import Settings
 from xapp.domain import Passage
@@ -92,13 +93,19 @@ class KnowledgeBase:
         try:
             vector = self._embedder.embed([text])[0]
             result = self._collection.query(
-                query_embeddings=[vector.tolist()], n_results=k, include=["documents", "metadatas", "distances"]
+                query_embeddings=[vector.tolist()],
+                n_results=k,
+                include=["documents", "metadatas", "distances"],
             )
         except Exception as exc:
             raise StoreUnavailable(f"Chroma query failed: {exc}") from exc
         passages: list[Passage] = []
         for pid, doc, meta, dist in zip(
-            result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0], strict=True
+            result["ids"][0],
+            result["documents"][0],
+            result["metadatas"][0],
+            result["distances"][0],
+            strict=True,
         ):
             meta = meta or {}
             passages.append(
@@ -129,7 +136,10 @@ class KnowledgeBase:
             present = set(self._collection.get(ids=[c.id for c in batch], include=[])["ids"])
             fresh = [c for c in batch if c.id not in present]
             if fresh:
-                vectors = self._embedder.embed([c.text for c in fresh], batch_size=batch_size)
+                # The heading gives a chunk that starts mid-section its subject back.
+                vectors = self._embedder.embed(
+                    [f"{c.heading}: {c.text}" if c.heading else c.text for c in fresh], batch_size=batch_size
+                )
                 self._collection.upsert(
                     ids=[c.id for c in fresh],
                     documents=[c.text for c in fresh],

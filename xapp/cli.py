@@ -1,0 +1,310 @@
+"""``argo-xapp``: ask, policy, ingest, serve, quantize and bench.
+
+Errors the user can fix print one line on stderr and exit 2; nothing prints a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from xapp import __version__
+from xapp.config import STRATEGIES, Settings, load_settings
+from xapp.domain import Action
+from xapp.errors import ArgoError
+
+
+def _quiet_libraries() -> None:
+    """Model loaders print progress bars and hub warnings; a CLI answer should be the only output."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir", type=Path, help="all state lives here (default: $ARGO_DATA_DIR or per-user dir)"
+    )
+    p.add_argument("--model", help="model folder or hub id (default: offline SmolLM2-135M-Instruct)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="argo-xapp", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"argo-xapp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ask = sub.add_parser("ask", help="answer one O-RAN question")
+    ask.add_argument("question")
+    ask.add_argument("--option", action="append", default=[], help="a multiple-choice option (repeatable)")
+    ask.add_argument("--strategy", choices=STRATEGIES)
+    ask.add_argument("--deadline-ms", type=int, help="answer within this many ms (default: settings)")
+    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    ask.add_argument("--server", metavar="HOST:PORT", help="ask a running argo-xapp server over gRPC")
+    _add_common(ask)
+
+    policy = sub.add_parser("policy", help="solve the MDP and print θ_cont and θ*")
+    policy.add_argument("--json", action="store_true")
+    policy.add_argument("--quality", choices=("linear", "sqrt", "saturating", "sigmoid"))
+    for name in (
+        "delta-retrieve",
+        "p-success",
+        "delta-reason",
+        "cost-retrieve",
+        "cost-reason",
+        "mu",
+        "gamma",
+    ):
+        policy.add_argument(f"--{name}", type=float)
+    _add_common(policy)
+
+    ingest = sub.add_parser("ingest", help="add .md/.rst/.txt/.pdf files to the knowledge base")
+    ingest.add_argument("path", type=Path)
+    ingest.add_argument("--batch-size", type=int, default=128)
+    ingest.add_argument("--no-progress", action="store_true")
+    _add_common(ingest)
+
+    serve = sub.add_parser("serve", help="run the gRPC xApp (and the O-RAN SC HTTP endpoints)")
+    serve.add_argument("--grpc-port", type=int)
+    serve.add_argument("--http-port", type=int)
+    serve.add_argument("--host", default="[::]")
+    serve.add_argument("--strategy", choices=STRATEGIES)
+    serve.add_argument("--no-llm", action="store_true", help="serve the template path only (no engine)")
+    _add_common(serve)
+
+    quantize = sub.add_parser("quantize", help="make an int8 W8A8 (compressed-tensors) copy of a checkpoint")
+    quantize.add_argument("src", type=Path)
+    quantize.add_argument("dst", type=Path)
+    quantize.add_argument("--force", action="store_true", help="replace DST if it exists")
+
+    bench = sub.add_parser("bench", help="latency and accuracy measurements")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    for name in ("latency", "accuracy"):
+        b = bench_sub.add_parser(name)
+        b.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    flags: dict[str, Any] = {
+        "data_dir": getattr(args, "data_dir", None),
+        "model": getattr(args, "model", None),
+    }
+    flags.update(extra)
+    return load_settings({k: v for k, v in flags.items() if v is not None})
+
+
+# ---- ask --------------------------------------------------------------------------------------------------
+
+
+def _print_answer(answer: dict[str, Any]) -> None:
+    out = sys.stdout
+    deadline = answer.get("deadline_ms")
+    print(
+        f"Answer ({answer['path']} path, {answer['elapsed_ms']:.0f} ms of {deadline:.0f} ms, "
+        f"strategy {answer['strategy']}):",
+        file=out,
+    )
+    print(f"  {answer['answer']}", file=out)
+    if answer.get("choice"):
+        print(f"Choice: {answer['choice']}", file=out)
+    if answer.get("fallback_reason"):
+        print(f"Fallback: {answer['fallback_reason']}", file=out)
+    for i, step in enumerate(answer.get("steps", []), start=1):
+        what = f'"{step["query"]}"' if step.get("query") else ""
+        print(
+            f"  {i}. {step['action']:<8} {step['path']:<8} U {step['progress_before']:.2f}→"
+            f"{step['progress_after']:.2f} {step['latency_ms']:7.1f} ms  {what[:100]}",
+            file=out,
+        )
+    if answer.get("sources"):
+        print("Sources: " + ", ".join(answer["sources"]), file=out)
+
+
+async def _ask_local(
+    settings: Settings,
+    question_text: str,
+    options: Sequence[str],
+    strategy: str | None,
+    deadline_ms: int | None,
+) -> dict[str, Any]:
+    from xapp.pipeline.runner import build_pipeline
+    from xapp.server.validation import question as validate_question
+
+    question = validate_question(question_text, list(options), settings)
+    name = strategy or settings.strategy
+    if name == "template":
+        settings = settings.replace(llm=False)  # no engine to start for a path that never uses it
+    async with build_pipeline(settings) as pipeline:
+        # The clock starts here: knowledge-base ingestion and model loading happen before it.
+        budget_ms = min(deadline_ms or settings.deadline_ms, 10**9)
+        answer = await pipeline.answer(
+            question, strategy=name, deadline=time.monotonic() + budget_ms / 1000.0
+        )
+        return answer.to_dict()
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    if args.deadline_ms is not None and args.deadline_ms <= 0:
+        raise ArgoError(f"--deadline-ms must be > 0, got {args.deadline_ms}")
+    if not args.question.strip():
+        raise ArgoError("the question must not be empty")
+    if args.server:
+        import grpc
+
+        from xapp.client import ask as remote_ask
+
+        try:
+            result = remote_ask(
+                args.server,
+                args.question,
+                args.option,
+                strategy=args.strategy or "",
+                deadline_ms=args.deadline_ms or 0,
+            )
+        except grpc.RpcError as exc:
+            raise ArgoError(f"server {args.server}: {exc.code().name}: {exc.details()}") from None
+    else:
+        # A CLI deadline may exceed the server cap: the user asked for it explicitly.
+        extra: dict[str, Any] = {}
+        if args.deadline_ms:
+            extra["max_deadline_ms"] = max(args.deadline_ms, 1)
+        result = asyncio.run(
+            _ask_local(_settings(args, **extra), args.question, args.option, args.strategy, args.deadline_ms)
+        )
+    if args.json:
+        print(json.dumps(result, indent=None))
+    else:
+        _print_answer(result)
+    return 0
+
+
+# ---- other commands -------------------------------------------------------------------------------------
+
+
+def _cmd_policy(args: argparse.Namespace) -> int:
+    from xapp.policy.mdp import solve_cached
+
+    mdp: dict[str, Any] = {}
+    for name in (
+        "quality",
+        "delta_retrieve",
+        "p_success",
+        "delta_reason",
+        "cost_retrieve",
+        "cost_reason",
+        "mu",
+        "gamma",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            mdp[name] = value
+    settings = _settings(args, mdp=mdp or None)
+    solution = solve_cached(settings.mdp)
+    if args.json:
+        print(json.dumps(solution.to_dict()))
+        return 0
+    p = settings.mdp
+    print(
+        f"MDP: δ_r={p.delta_retrieve} p_s={p.p_success} δ_p={p.delta_reason} c_r={p.cost_retrieve} "
+        f"c_p={p.cost_reason} μ={p.mu} γ={p.gamma} σ={p.quality} U∈[0,{p.u_max}] ({p.grid} points)"
+    )
+    print(f"θ_cont = {solution.theta_cont:.3f}  (below: Retrieve; above: Reason)")
+    print(f"θ*     = {solution.theta_star:.3f}  (from here: Terminate)")
+    share = {a.value: solution.action_share(a) for a in (Action.RETRIEVE, Action.REASON, Action.TERMINATE)}
+    print("share of states: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items()))
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from xapp.store.knowledge_base import KnowledgeBase
+
+    if not args.path.exists():
+        raise ArgoError(f"no such file or folder: {args.path}")
+    if args.path.is_file() and not os.access(args.path, os.R_OK):
+        raise ArgoError(f"cannot read {args.path}: permission denied")
+    if args.batch_size < 1:
+        raise ArgoError("--batch-size must be >= 1")
+    kb = KnowledgeBase.open(_settings(args))
+    kb.ensure_builtin()
+    try:
+        report = kb.ingest(args.path, batch_size=args.batch_size, show_progress=not args.no_progress)
+    except ValueError as exc:
+        raise ArgoError(str(exc)) from None
+    print(f"{report.summary()}; collection {kb.collection_name!r} holds {kb.count()} chunks")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from xapp.server.app import serve
+
+    flags: dict[str, Any] = {
+        "data_dir": args.data_dir,
+        "model": args.model,
+        "grpc_port": args.grpc_port,
+        "http_port": args.http_port,
+        "strategy": args.strategy,
+        "llm": False if args.no_llm else None,
+    }
+    flags = {k: v for k, v in flags.items() if v is not None}
+    settings = load_settings(flags)
+    return serve(
+        settings, grpc_port=settings.grpc_port, http_port=settings.http_port, host=args.host, flags=flags
+    )
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from xapp.llm.quantize import quantize
+
+    result = quantize(args.src, args.dst, overwrite=args.force)
+    print(
+        f"wrote {result.scheme} checkpoint to {args.dst}: {result.quantized_layers} layers quantized, "
+        f"{result.bytes_before / 2**20:.1f} → {result.bytes_after / 2**20:.1f} MiB in {result.seconds:.1f} s"
+    )
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench_command == "latency":
+        from xapp.bench.latency import main as latency_main
+
+        return int(latency_main(args.args))
+    from xapp.bench.accuracy import main as accuracy_main
+
+    return int(accuracy_main(args.args))
+
+
+COMMANDS = {
+    "ask": _cmd_ask,
+    "policy": _cmd_policy,
+    "ingest": _cmd_ingest,
+    "serve": _cmd_serve,
+    "quantize": _cmd_quantize,
+    "bench": _cmd_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return COMMANDS[args.command](args)
+    except ArgoError as exc:
+        print(f"argo-xapp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

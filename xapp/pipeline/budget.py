@@ -1,0 +1,111 @@
+"""The time budget of one request, and the running latency estimates it plans with.
+
+ARGO plans with the time it has: a step starts only if its estimated latency fits before the deadline minus
+the reserve that the final synthesis needs. Estimates are exponentially weighted means of observed
+latencies per component and path (``decompose.llm``, ``retrieve``, ``synthesize.template`` …), shared by all
+requests of the process, plus a spread term so that a component that is usually fast but sometimes slow is
+planned with its slow side.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+from xapp.config import Settings
+
+# Seconds; the first observations replace these quickly. LLM priors assume ~40 tok/s on CPU.
+TEMPLATE_PRIOR_S = 0.01
+RETRIEVE_PRIOR_S = 0.05
+
+
+def llm_prior_s(max_tokens: int, tokens_per_s: float = 40.0, prefill_s: float = 0.15) -> float:
+    return prefill_s + max_tokens / tokens_per_s
+
+
+class LatencyEstimator:
+    """EWMA of latency (and of its absolute deviation) per component key; thread-safe."""
+
+    def __init__(
+        self, priors: dict[str, float] | None = None, alpha: float = 0.3, spread: float = 2.0
+    ) -> None:
+        self._mean: dict[str, float] = dict(priors or {})
+        self._dev: dict[str, float] = {k: 0.25 * v for k, v in (priors or {}).items()}
+        self._count: dict[str, int] = {}
+        self._alpha = alpha
+        self._spread = spread
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> LatencyEstimator:
+        return cls(
+            {
+                "decompose.llm": llm_prior_s(settings.max_tokens_decompose),
+                "reason.llm": llm_prior_s(settings.max_tokens_reason),
+                "synthesize.llm": llm_prior_s(settings.max_tokens_synthesize),
+                "decompose.template": TEMPLATE_PRIOR_S,
+                "reason.template": TEMPLATE_PRIOR_S,
+                "synthesize.template": 0.05,  # embeds the evidence sentences
+                "retrieve": RETRIEVE_PRIOR_S,
+            }
+        )
+
+    def estimate(self, key: str) -> float:
+        with self._lock:
+            mean = self._mean.get(key, TEMPLATE_PRIOR_S)
+            return mean + self._spread * self._dev.get(key, 0.0)
+
+    def observe(self, key: str, seconds: float, censored: bool = False) -> None:
+        """Record a latency. ``censored``: the work was cut off by a deadline, so it would have taken longer;
+        such an observation can raise the estimate but never lower it."""
+        if not math.isfinite(seconds) or seconds < 0:
+            return
+        with self._lock:
+            mean = self._mean.get(key)
+            if mean is None:
+                self._mean[key], self._dev[key] = seconds, 0.25 * seconds
+            elif censored and seconds <= mean:
+                return
+            else:
+                a = self._alpha
+                self._dev[key] = (1 - a) * self._dev.get(key, 0.0) + a * abs(seconds - mean)
+                self._mean[key] = (1 - a) * mean + a * seconds
+            self._count[key] = self._count.get(key, 0) + 1
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return {k: round(self._mean[k] * 1000.0, 2) for k in sorted(self._mean)}
+
+
+@dataclass
+class Budget:
+    """Deadline of one request (absolute ``time.monotonic()``), and what must stay free at the end."""
+
+    deadline: float
+    estimator: LatencyEstimator
+    started: float = field(default_factory=time.monotonic)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def remaining_ms(self) -> float:
+        return self.remaining() * 1000.0
+
+    def elapsed_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000.0
+
+    def final_reserve(self) -> float:
+        """Time the template synthesis needs: kept free whatever else happens."""
+        return self.estimator.estimate("synthesize.template")
+
+    def fits(self, *keys: str, keep: float = 0.0) -> bool:
+        """Would components ``keys``, run one after another now, end before the deadline minus ``keep``?"""
+        need = sum(self.estimator.estimate(k) for k in keys)
+        return time.monotonic() + need <= self.deadline - keep
+
+    def shortfall(self, *keys: str, keep: float = 0.0) -> str:
+        need = sum(self.estimator.estimate(k) for k in keys) * 1000.0
+        left = (self.remaining() - keep) * 1000.0
+        return f"needs ~{need:.0f} ms, {max(left, 0.0):.0f} ms left"
