@@ -162,3 +162,21 @@ def ancestors(span: ReceivedSpan, spans: list[ReceivedSpan]) -> list[str]:
         chain.append(current.parent_span_id)
         current = index.get(current.parent_span_id)
     return chain
+
+
+def main() -> int:
+    """Run a receiver as its own process (the tracing-overhead benchmark keeps it off its own CPU time).
+
+    Prints ``LISTENING <port>``; on end of stdin prints ``SPANS <count> REQUESTS <count>`` and exits.
+    """
+    import sys
+
+    with OtlpReceiver() as receiver:
+        print(f"LISTENING {receiver.port}", flush=True)
+        sys.stdin.read()
+        print(f"SPANS {len(receiver.spans())} REQUESTS {receiver.requests}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -142,6 +142,24 @@ def test_shutdown_switches_tracing_off_and_setup_switches_it_back_on() -> None:
     assert [s.name for s in first.get_finished_spans()] == ["a"]
     assert [s.name for s in second.get_finished_spans()] == ["b"]
     assert handle.shutdown() is True  # idempotent
+    with pytest.raises(RuntimeError):
+        handle.activate()
+
+
+def test_handles_can_be_switched_in_one_process() -> None:
+    exported = InMemorySpanExporter()
+    on = setup_tracing(Settings(), environ={}, span_processors=[SimpleSpanProcessor(exported)])
+    off = setup_tracing(Settings(), environ={"OTEL_SDK_DISABLED": "true"})  # switches tracing off
+    try:
+        MODULE_TRACER.start_span("while-off").end()
+        on.activate()
+        MODULE_TRACER.start_span("while-on").end()
+        off.activate()
+        assert not MODULE_TRACER.start_span("off-again").is_recording()
+    finally:
+        on.shutdown()
+        off.shutdown()
+    assert [s.name for s in exported.get_finished_spans()] == ["while-on"]
 
 
 def test_traceparent_in_grpc_metadata_makes_span_a_child_of_the_remote_caller(
@@ -239,9 +257,7 @@ def test_endpoint_resolution_and_bad_configuration() -> None:
     assert handle.endpoint == "http://mine:4317"
     handle.shutdown(timeout_s=0.5)
     with pytest.raises(ConfigError, match="grpc"):
-        setup_tracing(
-            Settings(otlp_endpoint="x:4318"), environ={"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
-        )
+        setup_tracing(Settings(otlp_endpoint="x:4318"), environ={"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
     with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER"):
         setup_tracing(Settings(), environ={"OTEL_TRACES_EXPORTER": "zipkin"})
     with pytest.raises(ConfigError, match="otlp_endpoint"):
@@ -262,9 +278,7 @@ def test_spans_reach_a_real_otlp_receiver_on_shutdown_flush() -> None:
         assert handle.exporter == "otlp"
         ctx = span_from_grpc_metadata([("traceparent", TRACEPARENT)])
         with (
-            MODULE_TRACER.start_as_current_span(
-                "argo.v1.ArgoService/Answer", context=ctx, kind=SpanKind.SERVER
-            ),
+            MODULE_TRACER.start_as_current_span("argo.v1.ArgoService/Answer", context=ctx, kind=SpanKind.SERVER),
             MODULE_TRACER.start_as_current_span(attrs.SPAN_SYNTHESIZE) as span,
         ):
             span.set_attributes(
@@ -532,9 +546,7 @@ def test_record_answer_puts_the_outcome_on_the_current_span(memory_tracing: InMe
     (span,) = memory_tracing.get_finished_spans()
     a = dict(span.attributes or {})
     assert a[attrs.PATH] == "mixed" and a[attrs.STRATEGY] == "mdp" and a[attrs.STEPS] == 2
-    assert (
-        a[attrs.DEADLINE_MS] == 1000.0 and a[attrs.ELAPSED_MS] == 1200.0 and a[attrs.DEADLINE_MISSED] is True
-    )
+    assert a[attrs.DEADLINE_MS] == 1000.0 and a[attrs.ELAPSED_MS] == 1200.0 and a[attrs.DEADLINE_MISSED] is True
     assert a[attrs.FALLBACK_REASON] == "synthesize: no time" and a[attrs.CHOICE] == 2
     assert a[attrs.GEN_AI_USAGE_INPUT_TOKENS] == 320 and a[attrs.GEN_AI_USAGE_OUTPUT_TOKENS] == 40
     assert a[attrs.GEN_AI_REQUEST_MODEL] == "qwen"
@@ -569,9 +581,7 @@ async def _probe_http() -> dict[str, Any]:
     health = HealthServicer()
     await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     out: dict[str, Any] = {}
-    async with HttpEndpoints(
-        ready=grpc_health_ready(health), metrics=metrics, port=0, host="127.0.0.1"
-    ) as http:
+    async with HttpEndpoints(ready=grpc_health_ready(health), metrics=metrics, port=0, host="127.0.0.1") as http:
         assert http.port != 0
         base = f"http://127.0.0.1:{http.port}"
         async with aiohttp.ClientSession() as session:
@@ -605,10 +615,7 @@ def test_http_endpoints_alive_ready_and_metrics() -> None:
     assert 'argo_xapp_answers_total{path="template",rpc="Answer"}' not in before
     after = out["metrics_after"][1]
     assert 'argo_xapp_answers_total{path="template",rpc="Answer"} 1.0' in after
-    assert (
-        "argo_xapp_rpc_latency_seconds" in after
-        and 'argo_xapp_llm_tokens_total{type="prompt"} 320.0' in after
-    )
+    assert "argo_xapp_rpc_latency_seconds" in after and 'argo_xapp_llm_tokens_total{type="prompt"} 320.0' in after
 
 
 def test_ready_check_errors_and_unregistered_services_mean_not_ready() -> None:
@@ -633,8 +640,6 @@ def test_http_port_in_use_fails_loudly() -> None:
     async def run() -> None:
         async with HttpEndpoints(ready=lambda: True, metrics=Metrics(), port=0, host="127.0.0.1") as first:
             with pytest.raises(OSError):
-                await HttpEndpoints(
-                    ready=lambda: True, metrics=Metrics(), port=first.port, host="127.0.0.1"
-                ).start()
+                await HttpEndpoints(ready=lambda: True, metrics=Metrics(), port=first.port, host="127.0.0.1").start()
 
     asyncio.run(run())

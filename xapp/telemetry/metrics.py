@@ -77,9 +77,7 @@ class Metrics:
             registry=r,
             buckets=LATENCY_BUCKETS,
         )
-        self.in_flight = Gauge(
-            "rpc_in_flight", "gRPC requests being handled now", ["rpc"], namespace=ns, registry=r
-        )
+        self.in_flight = Gauge("rpc_in_flight", "gRPC requests being handled now", ["rpc"], namespace=ns, registry=r)
         # --- per answer (record_answer) ---
         self.component_latency = Histogram(
             "component_latency_seconds",

@@ -148,6 +148,16 @@ class TracingHandle:
     def exporting(self) -> bool:
         return self.exporter != "none"
 
+    def activate(self) -> None:
+        """Make this handle's provider the process-wide one again (setup_tracing already did).
+
+        For switching between configurations in one process (the overhead benchmark); a disabled
+        handle switches tracing off.
+        """
+        if self._closed:
+            raise RuntimeError("tracing handle already shut down")
+        _install(self.provider if self.provider is not None else trace.NoOpTracerProvider())
+
     def force_flush(self, timeout_s: float = 5.0) -> bool:
         """Export every ended span now; False when it did not finish within ``timeout_s``."""
         provider = self.provider
@@ -257,14 +267,13 @@ def setup_tracing(
     env = os.environ if environ is None else environ
     resource = build_resource(service_name, env)
     if _truthy(env.get("OTEL_SDK_DISABLED")):
+        _install(trace.NoOpTracerProvider())  # off, even if an earlier setup in this process was on
         return TracingHandle(provider=None, resource=resource, endpoint=None, exporter="none")
 
     exporter_kind = (env.get("OTEL_TRACES_EXPORTER") or "otlp").strip().lower()
     if exporter_kind not in ("otlp", "console", "none"):
         raise ConfigError(f"OTEL_TRACES_EXPORTER={exporter_kind!r}: argo-xapp exports otlp, console or none")
-    protocol = (
-        env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
-    )
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
     if exporter_kind == "otlp" and protocol.strip().lower() != "grpc":
         raise ConfigError(
             f"OTLP protocol {protocol!r} is not supported: argo-xapp exports OTLP over gRPC "
