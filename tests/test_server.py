@@ -29,7 +29,6 @@ from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
 from xapp.client import ArgoClient, SyncArgoClient
 from xapp.config import Settings
-from xapp.errors import EngineUnavailable, StoreUnavailable
 from xapp.server.app import ArgoServer
 from xapp.store.knowledge_base import KnowledgeBase
 
@@ -179,7 +178,8 @@ def test_grpcurl_lists_and_calls_answer_through_reflection(served: Served) -> No
     assert reply["answer"].strip()
     assert reply["path"] in ("PATH_LLM", "PATH_TEMPLATE", "PATH_MIXED")
     assert 1 <= reply.get("choice", 0) <= len(MC_OPTIONS)
-    assert float(reply["elapsedMs"]) < 1000
+    # grpcurl prints the proto field names (elapsed_ms); other tools may print JSON names (elapsedMs).
+    assert float(reply.get("elapsed_ms", reply.get("elapsedMs"))) < 1000
 
 
 def test_grpcurl_blank_question_shows_invalid_argument(served: Served) -> None:
@@ -388,45 +388,50 @@ def test_bad_requests_to_the_other_rpcs(client: SyncArgoClient) -> None:
 def test_store_failure_is_answered_reported_and_recovered(
     served: Served, client: SyncArgoClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken_query(text: str, k: int) -> Any:
-        raise StoreUnavailable("injected: Chroma is down")
+    # The fault is injected at the Chroma boundary (collection and client), under the real KnowledgeBase.
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("injected: Chroma is down")
 
     with monkeypatch.context() as patch:
-        patch.setattr(served.kb, "query", broken_query)
-        patch.setattr(served.kb, "ping", lambda: False)
-        reply = client.answer(QUESTION, strategy="always-retrieve", deadline_ms=1000)
-        assert reply.answer.strip()
-        assert "StoreUnavailable" in reply.fallback_reason or "store" in reply.fallback_reason.lower()
+        patch.setattr(served.kb._collection, "query", down)
+        patch.setattr(served.kb._client, "heartbeat", down)
+        t0 = time.monotonic()
+        reply = client.answer(MC_QUESTION, MC_OPTIONS, strategy="always-retrieve", deadline_ms=1000)
+        assert time.monotonic() - t0 < 1.0
+        assert reply.answer.strip() and 1 <= reply.choice <= len(MC_OPTIONS)
+        assert "injected: Chroma is down" in reply.fallback_reason
         assert not reply.sources
         assert wait_until(lambda: health(served.target, "argo.v1.store") == "NOT_SERVING")
         assert health(served.target, "") == "SERVING"  # still answering, degraded
         ret = client.retrieve("E2 interface", deadline_ms=1000)
-        assert not ret.passages and ret.fallback_reason
-    # Recovery: the dependency works again → health and answers follow.
-    assert wait_until(lambda: health(served.target, "argo.v1.store") == "SERVING", timeout=5)
+        assert not ret.passages and "injected: Chroma is down" in ret.fallback_reason
+    # The dependency works again: the next request retrieves, and health follows.
     reply = client.answer(QUESTION, strategy="always-retrieve", deadline_ms=1000)
-    assert reply.sources and "Store" not in reply.fallback_reason
+    assert reply.sources and "Chroma" not in reply.fallback_reason
+    assert wait_until(lambda: health(served.target, "argo.v1.store") == "SERVING", timeout=5)
     assert idle(served)
 
 
 def test_engine_failure_is_answered_by_templates_reported_and_recovered(
     served: Served, client: SyncArgoClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken_generate(*args: Any, **kwargs: Any) -> Any:
-        raise EngineUnavailable("injected: engine core died")
+    # The fault is injected inside the real VLLMEngine, at vLLM's AsyncLLM.generate.
+    def broken_generate(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected: engine core died")
 
     with monkeypatch.context() as patch:
-        patch.setattr(served.engine, "generate", broken_generate)
+        patch.setattr(served.engine._llm, "generate", broken_generate)
         reply = client.answer(MC_QUESTION, MC_OPTIONS, strategy="always-reason", deadline_ms=1000)
         assert reply.answer.strip()
         assert reply.path == pb.PATH_TEMPLATE
-        assert "EngineUnavailable" in reply.fallback_reason or "engine" in reply.fallback_reason.lower()
+        assert "injected: engine core died" in reply.fallback_reason
         assert 1 <= reply.choice <= len(MC_OPTIONS)
         assert wait_until(lambda: health(served.target, "argo.v1.llm") == "NOT_SERVING")
         assert health(served.target, "") == "SERVING"
-    assert wait_until(lambda: health(served.target, "argo.v1.llm") == "SERVING", timeout=10)
+    # The engine works again: the next request uses it, and health follows.
     reply = client.answer(QUESTION, strategy="always-reason", deadline_ms=1000)
-    assert reply.path in (pb.PATH_LLM, pb.PATH_MIXED)
+    assert reply.path in (pb.PATH_LLM, pb.PATH_MIXED), reply.fallback_reason
+    assert wait_until(lambda: health(served.target, "argo.v1.llm") == "SERVING", timeout=5)
     assert idle(served)
 
 
@@ -552,8 +557,8 @@ def test_garbage_bytes_on_the_wire_leave_the_server_serving(served: Served, payl
         try:
             raw(payload, timeout=2.0)
         except grpc.RpcError as exc:
-            # Undecodable bytes are refused by gRPC itself; anything decodable is validated like any request.
-            assert exc.code() in ALLOWED | {grpc.StatusCode.INTERNAL}, exc
+            # Undecodable bytes are INVALID_ARGUMENT; anything decodable is validated like any request.
+            assert exc.code() in ALLOWED, exc
     assert health(served.target) == "SERVING"
 
 

@@ -99,3 +99,12 @@ def test_grpcurl_describes_the_api_without_proto_files(bare_server: str) -> None
     )
     assert health.returncode == 0, health.stderr
     assert json.loads(health.stdout)["status"] == "NOT_SERVING"
+
+
+def test_undecodable_bytes_are_invalid_argument(bare_server: str) -> None:
+    with grpc.insecure_channel(bare_server) as channel:
+        raw = channel.unary_unary("/argo.v1.ArgoService/Answer")  # bytes as they are, no serializer
+        with pytest.raises(grpc.RpcError) as info:
+            raw(b"\xff\xff\xff", timeout=2)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("request: not a valid argo.v1.AnswerRequest message")

@@ -35,9 +35,7 @@ class Admission:
         wait_s = deadline - self.reserve_s - time.monotonic()
         if self._sem.locked():
             if wait_s <= 0:
-                raise Overloaded(
-                    f"all {self.limit} request slots are busy and the deadline leaves no time to wait"
-                )
+                raise Overloaded(f"all {self.limit} request slots are busy and the deadline leaves no time to wait")
             self.waiting += 1
             try:
                 await asyncio.wait_for(self._sem.acquire(), timeout=wait_s)

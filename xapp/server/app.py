@@ -24,10 +24,9 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
-from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
 from xapp.config import Settings
 from xapp.server.health import SERVICE, HealthMonitor
-from xapp.server.service import ArgoServicer, Pipeline, in_flight
+from xapp.server.service import ArgoServicer, Pipeline, add_to_server, in_flight
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +45,7 @@ Extension = Callable[["ArgoServer"], AbstractAsyncContextManager[Any]]
 class ArgoServer:
     """One grpc.aio server with ArgoService, health and reflection; the pipeline is attached once loaded."""
 
-    def __init__(
-        self, settings: Settings, *, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
-    ) -> None:
+    def __init__(self, settings: Settings, *, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
         self.settings = settings
         self.health_servicer = HealthServicer()
         self.health = HealthMonitor(self.health_servicer, llm_enabled=settings.llm)
@@ -69,7 +66,7 @@ class ArgoServer:
         # Created here, not in __init__: a grpc.aio server binds to the event loop it is created on.
         # so_reuseport off: a port already taken must fail loudly, not split traffic with a stale server.
         server = grpc.aio.server(interceptors=self.interceptors, options=[("grpc.so_reuseport", 0)])
-        pb_grpc.add_ArgoServiceServicer_to_server(self.servicer, server)
+        add_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health_servicer, server)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
         return server

@@ -77,11 +77,7 @@ def stale_files(out_dir: Path = OUT_DIR, proto_dir: Path = PROTO_DIR) -> list[st
         generate(fresh, proto_dir)
         expected = {p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file()}
         actual = (
-            {
-                p.relative_to(out_dir)
-                for p in out_dir.rglob("*")
-                if p.is_file() and "__pycache__" not in p.parts
-            }
+            {p.relative_to(out_dir) for p in out_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
             if out_dir.exists()
             else set()
         )
@@ -93,9 +89,7 @@ def stale_files(out_dir: Path = OUT_DIR, proto_dir: Path = PROTO_DIR) -> list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m xapp.server.codegen", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m xapp.server.codegen", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report whether xapp/_proto is stale")
     args = parser.parse_args(argv)
     if args.check:

@@ -35,6 +35,7 @@ class HealthMonitor:
         self.interval_s = interval_s
         self._probe: Callable[[], Mapping[str, bool]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._kick: asyncio.Task[dict[str, bool]] | None = None
         self.last: dict[str, bool] = {}
 
     async def starting(self) -> None:
@@ -51,11 +52,21 @@ class HealthMonitor:
         await self.servicer.set(SERVICE, SERVING)
         self._task = asyncio.create_task(self._poll(), name="argo-health-poll")
 
+    def kick(self) -> None:
+        """Refresh soon, without waiting (after a request: a dependency may just have failed or recovered).
+        Coalesced: while one refresh runs, further kicks are dropped."""
+        if self._probe is None or (self._kick is not None and not self._kick.done()):
+            return
+        self._kick = asyncio.get_running_loop().create_task(self.refresh(), name="argo-health-kick")
+
     async def refresh(self) -> dict[str, bool]:
-        if self._probe is None:
+        probe = self._probe
+        if probe is None:
             return {}
         try:
-            state = {k: bool(v) for k, v in self._probe().items()}
+            # Off the event loop: the probe pings the store, which may be a remote Chroma that hangs.
+            raw = await asyncio.to_thread(probe)
+            state = {k: bool(v) for k, v in raw.items()}
         except Exception:  # a probe that throws says the dependency is not healthy, never crashes the server
             log.exception("health probe failed")
             state = {"store": False, "llm": False}
@@ -75,9 +86,10 @@ class HealthMonitor:
             await self.refresh()
 
     async def shutting_down(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._kick):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._kick = None
         await self.servicer.enter_graceful_shutdown()

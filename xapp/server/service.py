@@ -17,14 +17,16 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
 from xapp.config import Settings
-from xapp.domain import Answer, Question, Step
+from xapp.domain import Action, Answer, PathKind, Question, Step
 from xapp.errors import EngineUnavailable, InvalidRequest, StoreUnavailable
 from xapp.server import convert, validation
 from xapp.server.admission import Admission, Overloaded
@@ -61,6 +63,45 @@ class PipelineOverran(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """Stands in for a request whose bytes are not a valid message (gRPC would answer UNKNOWN and log a
+    traceback); the servicer turns it into INVALID_ARGUMENT like any other unusable request."""
+
+    message_type: str
+    error: str
+
+
+def _tolerant(message_cls: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message_cls.FromString(data)
+        except DecodeError as exc:
+            return Undecodable(message_cls.DESCRIPTOR.full_name, str(exc))
+
+    return parse
+
+
+def add_to_server(servicer: ArgoServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` like the generated ``add_ArgoServiceServicer_to_server``, but with request
+    parsing that cannot fail (see ``Undecodable``)."""
+    service = pb.DESCRIPTOR.services_by_name["ArgoService"]
+    handlers = {}
+    for method in service.methods:
+        request_cls = getattr(pb, method.input_type.name)
+        reply_cls = getattr(pb, method.output_type.name)
+        factory = (
+            grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = factory(
+            getattr(servicer, method.name),
+            request_deserializer=_tolerant(request_cls),
+            response_serializer=reply_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
+
+
 def _ms_since(start: float) -> float:
     return (time.monotonic() - start) * 1000.0
 
@@ -80,15 +121,19 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
 
     # ---------------------------------------------------------------------------------------- plumbing
 
-    async def _abort(
-        self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str
-    ) -> NoReturn:
+    async def _abort(self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
         await context.abort(code, message)
         raise AssertionError("context.abort returned")  # it always raises; this keeps type checkers honest
 
     async def _prepare(
-        self, context: grpc.aio.ServicerContext, validate: Callable[[], T]
+        self, context: grpc.aio.ServicerContext, request: Any, validate: Callable[[], T]
     ) -> tuple[Pipeline, T]:
+        if isinstance(request, Undecodable):
+            await self._abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"request: not a valid {request.message_type} message ({request.error})",
+            )
         try:
             call = validate()
         except InvalidRequest as exc:
@@ -124,9 +169,9 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         log.error("%s failed", rpc, exc_info=exc)
         await self._abort(context, grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
-    async def _refresh_health(self) -> None:
+    def _refresh_health(self) -> None:
         if self.health is not None:
-            await self.health.refresh()
+            self.health.kick()
 
     async def _unary(
         self,
@@ -145,14 +190,14 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         except Exception as exc:
             await self._fail(context, rpc, exc)
         finally:
-            await self._refresh_health()
+            self._refresh_health()
 
     # ---------------------------------------------------------------------------------------- RPCs
 
     async def Answer(self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext) -> pb.AnswerReply:
         start = time.monotonic()
         pipeline, call = await self._prepare(
-            context, lambda: validation.answer_request(request, self.settings)
+            context, request, lambda: validation.answer_request(request, self.settings)
         )
         deadline = effective_deadline(self.settings, call.deadline_ms, context, now=start)
         answer = await self._unary(
@@ -169,7 +214,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
     ) -> AsyncIterator[pb.AnswerEvent]:
         start = time.monotonic()
         pipeline, call = await self._prepare(
-            context, lambda: validation.answer_request(request, self.settings)
+            context, request, lambda: validation.answer_request(request, self.settings)
         )
         deadline = effective_deadline(self.settings, call.deadline_ms, context, now=start)
         steps: asyncio.Queue[Step | None] = asyncio.Queue()
@@ -202,11 +247,9 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
                 # The caller went away (or the stream failed): cancel so the engine aborts the generation.
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-            await self._refresh_health()
+            self._refresh_health()
 
-    async def Decompose(
-        self, request: pb.DecomposeRequest, context: grpc.aio.ServicerContext
-    ) -> pb.DecomposeReply:
+    async def Decompose(self, request: pb.DecomposeRequest, context: grpc.aio.ServicerContext) -> pb.DecomposeReply:
         start = time.monotonic()
 
         def validate() -> tuple[Question, list[Step], int]:
@@ -216,7 +259,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
                 validation.deadline_ms(request.deadline_ms),
             )
 
-        pipeline, (question, history, deadline_ms) = await self._prepare(context, validate)
+        pipeline, (question, history, deadline_ms) = await self._prepare(context, request, validate)
         deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
         step = await self._unary(
             context, "Decompose", deadline, lambda: pipeline.decompose(question, history, deadline=deadline)
@@ -224,9 +267,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         self.metrics.record_step(step)
         return pb.DecomposeReply(query=step.query, step=convert.step(step), elapsed_ms=_ms_since(start))
 
-    async def Retrieve(
-        self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext
-    ) -> pb.RetrieveReply:
+    async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveReply:
         start = time.monotonic()
 
         def validate() -> tuple[str, int | None, int]:
@@ -236,11 +277,24 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
                 validation.deadline_ms(request.deadline_ms),
             )
 
-        pipeline, (query, top_k, deadline_ms) = await self._prepare(context, validate)
+        pipeline, (query, top_k, deadline_ms) = await self._prepare(context, request, validate)
         deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
-        step = await self._unary(
-            context, "Retrieve", deadline, lambda: pipeline.retrieve(query, top_k=top_k, deadline=deadline)
-        )
+
+        async def retrieve() -> Step:
+            # A retrieval is answered even when the store fails or is too slow: no passages, and the reason.
+            try:
+                return await asyncio.wait_for(
+                    pipeline.retrieve(query, top_k=top_k, deadline=deadline),
+                    timeout=max(deadline - time.monotonic(), 0.001),
+                )
+            except StoreUnavailable as exc:
+                reason = f"retrieve: {exc}"
+            except asyncio.TimeoutError:
+                reason = f"retrieve: the store did not answer within {(deadline - start) * 1000:.0f} ms"
+            ms = _ms_since(start)
+            return Step(Action.RETRIEVE, PathKind.TEMPLATE, 0.0, 0.0, ms, query=query, fallback_reason=reason)
+
+        step = await self._unary(context, "Retrieve", deadline, retrieve)
         self.metrics.record_step(step)
         return pb.RetrieveReply(
             passages=[convert.passage(p) for p in step.passages],
@@ -249,9 +303,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             elapsed_ms=_ms_since(start),
         )
 
-    async def Synthesize(
-        self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext
-    ) -> pb.AnswerReply:
+    async def Synthesize(self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext) -> pb.AnswerReply:
         start = time.monotonic()
 
         def validate() -> tuple[Question, list[Step], int]:
@@ -261,7 +313,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
                 validation.deadline_ms(request.deadline_ms),
             )
 
-        pipeline, (question, history, deadline_ms) = await self._prepare(context, validate)
+        pipeline, (question, history, deadline_ms) = await self._prepare(context, request, validate)
         deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
         answer = await self._unary(
             context, "Synthesize", deadline, lambda: pipeline.synthesize(question, history, deadline=deadline)

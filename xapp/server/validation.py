@@ -15,9 +15,7 @@ from xapp.domain import Action, Passage, PathKind, Question, Step
 from xapp.errors import InvalidRequest
 
 MAX_TOP_K = 50
-MAX_HISTORY_STEPS = (
-    32  # the loop itself never runs more than settings.max_steps; history is a caller's replay
-)
+MAX_HISTORY_STEPS = 32  # the loop itself never runs more than settings.max_steps; history is a caller's replay
 MAX_PASSAGES_PER_STEP = MAX_TOP_K
 MAX_PASSAGE_CHARS = 20_000
 
@@ -54,9 +52,7 @@ def _text(field: str, value: str, limit: int, *, required: bool = True) -> str:
 def question(text: str, options: list[str] | tuple[str, ...], settings: Settings) -> Question:
     q = _text("question", text, settings.max_question_chars)
     if len(options) > settings.max_options:
-        raise InvalidRequest(
-            "options", f"has {len(options)} entries; at most {settings.max_options} are allowed"
-        )
+        raise InvalidRequest("options", f"has {len(options)} entries; at most {settings.max_options} are allowed")
     opts = tuple(_text(f"options[{i}]", o, settings.max_option_chars) for i, o in enumerate(options))
     return Question(text=q, options=opts)
 
