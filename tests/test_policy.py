@@ -103,8 +103,12 @@ def test_strategies_follow_their_rules() -> None:
 
 
 def test_policy_cli_json() -> None:
-    out = subprocess.run([sys.executable, "-m", "xapp", "policy", "--json", "--cost-retrieve", "0.2"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "xapp", "policy", "--json", "--cost-retrieve", "0.2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     doc = json.loads(out)
     assert doc["params"]["cost_retrieve"] == 0.2
     assert 0 <= doc["theta_cont"] <= doc["theta_star"] <= 1

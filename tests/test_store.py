@@ -22,7 +22,9 @@ CORPUS = SHARED / "ric-plt-a1"
 
 def test_markdown_chunks_keep_heading_path_and_stable_ids() -> None:
     text = "# A1 mediator\nIntro paragraph about the A1 mediator component.\n\n## Policy types\n" + (
-        " ".join(f"Policy type {i} is a JSON schema that the near-RT RIC registers with the A1 mediator." for i in range(30))
+        " ".join(
+            f"Policy type {i} is a JSON schema that the near-RT RIC registers with the A1 mediator." for i in range(30)
+        )
     )
     chunks = chunk_text(text, "docs/a1.md", ".md", max_chars=400)
     assert chunks[0].heading == "A1 mediator"
@@ -31,8 +33,10 @@ def test_markdown_chunks_keep_heading_path_and_stable_ids() -> None:
     assert [c.id for c in chunks] == [c.id for c in chunk_text(text, "docs/a1.md", ".md", max_chars=400)]
     assert len({c.id for c in chunks}) == len(chunks)
     # The same text in the same section is the same chunk: ingesting it twice stores it once.
-    assert chunk_text("## S\n" + "Same words about E2 here. " * 3, "a.md", ".md")[0].id == chunk_text(
-        "## S\n" + "Same words about E2 here. " * 3, "a.md", ".md")[0].id
+    assert (
+        chunk_text("## S\n" + "Same words about E2 here. " * 3, "a.md", ".md")[0].id
+        == chunk_text("## S\n" + "Same words about E2 here. " * 3, "a.md", ".md")[0].id
+    )
 
 
 def test_rst_sections_follow_underline_levels() -> None:
@@ -71,8 +75,9 @@ def test_ingestion_killed_midway_then_rerun_equals_one_clean_run(tmp_path: Path)
     # Give both runs the built-in knowledge base first, so the kill lands in the corpus ingestion.
     for d in (killed_dir, clean_dir):
         KnowledgeBase.open(Settings(data_dir=d)).ensure_builtin()
-    proc = subprocess.Popen(_ingest_cmd(killed_dir), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            env=env, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        _ingest_cmd(killed_dir), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True, bufsize=1
+    )
     progress = re.compile(r"embedding:\s+\d+%.*?\|\s*(\d+)/(\d+)")
     buf = ""
     assert proc.stderr is not None

@@ -33,9 +33,7 @@ def _quiet_libraries() -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--data-dir", type=Path, help="all state lives here (default: $ARGO_DATA_DIR or per-user dir)"
-    )
+    p.add_argument("--data-dir", type=Path, help="all state lives here (default: $ARGO_DATA_DIR or per-user dir)")
     p.add_argument("--model", help="model folder or hub id (default: offline SmolLM2-135M-Instruct)")
 
 
@@ -147,10 +145,11 @@ async def _ask_local(
         settings = settings.replace(llm=False)  # no engine to start for a path that never uses it
     async with build_pipeline(settings) as pipeline:
         # The clock starts here: knowledge-base ingestion and model loading happen before it.
-        budget_ms = min(deadline_ms or settings.deadline_ms, 10**9)
-        answer = await pipeline.answer(
-            question, strategy=name, deadline=time.monotonic() + budget_ms / 1000.0
-        )
+        budget_ms = deadline_ms or settings.deadline_ms
+        # Like the server: keep a safety margin so the reply is out before the deadline, not at it.
+        margin_ms = min(settings.safety_margin_ms, budget_ms / 10)
+        deadline = time.monotonic() + (budget_ms - margin_ms) / 1000.0
+        answer = await pipeline.answer(question, strategy=name, deadline=deadline)
         return answer.to_dict()
 
 
@@ -258,9 +257,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     }
     flags = {k: v for k, v in flags.items() if v is not None}
     settings = load_settings(flags)
-    return serve(
-        settings, grpc_port=settings.grpc_port, http_port=settings.http_port, host=args.host, flags=flags
-    )
+    return serve(settings, grpc_port=settings.grpc_port, http_port=settings.http_port, host=args.host, flags=flags)
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:

@@ -72,7 +72,6 @@ class Decomposer:
                 prompts.decompose_messages(question, history),
                 max_tokens=self.max_tokens,
                 deadline=deadline,
-                stop=["\n"],
             )
         except EngineUnavailable as exc:
             return self.template(question, history, f"decompose: {exc}")

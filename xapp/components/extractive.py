@@ -17,7 +17,7 @@ from xapp.domain import Passage
 from xapp.llm.prompts import strip_option_number
 from xapp.store.embedding import MiniLMEmbedder
 
-MAX_SENTENCES = 400  # bounds the lexical work on long evidence: a few ms either way
+MAX_SENTENCES = 200  # bounds the lexical work on long evidence: a few ms either way
 MAX_EMBEDDED = 32  # only the lexically best sentences are embedded: MiniLM costs ~2 ms a sentence on CPU
 
 

@@ -2,7 +2,8 @@
 
 A byte-level BPE tokenizer is trained locally on O-RAN text (the knowledge base shipped in
 ``xapp/store/kb`` plus a built-in paragraph), and a Qwen-style chat template is attached. The model's
-output-embedding rows for special tokens and for ids the tokenizer does not have are zeroed: with random
+output-embedding rows for special tokens, for tokens without a letter or digit and for ids the tokenizer
+does not have are zeroed: with random
 weights every other logit wins over 0 almost surely, so greedy generation never emits EOS or an id that
 cannot be detokenized, and every request runs to ``max_tokens`` — what deadline tests and throughput
 benches need.
@@ -146,6 +147,10 @@ def build_random_qwen2(
             special = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]  # type: ignore[attr-defined]
             out[special] = 0
             out[n_tok:] = 0
+            # Tokens with no letter or digit (whitespace, punctuation) would let greedy decoding loop on
+            # "\n\n\n…", which the components rightly reject as empty; tests need words to parse.
+            blank = [i for i in range(n_tok) if not any(ch.isalnum() for ch in tokenizer.decode([i]))]
+            out[blank] = 0
         model.generation_config = GenerationConfig(bos_token_id=pad, eos_token_id=eos, pad_token_id=pad)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)  # type: ignore[attr-defined]
