@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,27 @@ def test_chat_template_is_applied(llm_engine) -> None:
     assert text.endswith("<|im_start|>assistant\n")
 
 
+def test_a_repeated_system_prefix_is_served_from_the_prefix_cache(llm_engine, run) -> None:
+    # A nonce leads the system turn so that no earlier test's prompt shares a cache block with this one.
+    messages = [
+        {"role": "system", "content": f"[{uuid.uuid4().hex}] " + "You answer questions about O-RAN. " * 8},
+        {"role": "user", "content": "What does the near-RT RIC do?"},
+    ]
+    other_question = [messages[0], {"role": "user", "content": "Which interface carries A1 policies?"}]
+    before = llm_engine.stats.cached_prompt_tokens
+    first = run(llm_engine.generate(messages, max_tokens=2, deadline=far()))
+    after_first = llm_engine.stats.cached_prompt_tokens
+    run(llm_engine.generate(other_question, max_tokens=2, deadline=far()))
+    cached = llm_engine.stats.cached_prompt_tokens - after_first
+    assert after_first == before  # nothing of the first prompt was cached
+    system_tokens = len(llm_engine.prompt_token_ids(messages[:1]))
+    assert first.prompt_tokens > system_tokens >= 32
+    # Whole KV blocks of the shared system turn come from the cache.
+    block = llm_engine.block_size
+    assert cached % block == 0
+    assert system_tokens - block <= cached <= system_tokens + block
+
+
 def test_greedy_generation_is_deterministic(llm_engine, run) -> None:
     first = run(llm_engine.generate(MESSAGES, max_tokens=10, deadline=far()))
     second = run(llm_engine.generate(MESSAGES, max_tokens=10, deadline=far()))
@@ -73,9 +95,7 @@ def test_stop_string_ends_the_generation_before_it(llm_engine, run) -> None:
 def test_concurrent_requests_all_finish(llm_engine, run) -> None:
     async def four() -> list[Generation]:
         return list(
-            await asyncio.gather(
-                *(llm_engine.generate(MESSAGES, max_tokens=8, deadline=far()) for _ in range(4))
-            )
+            await asyncio.gather(*(llm_engine.generate(MESSAGES, max_tokens=8, deadline=far()) for _ in range(4)))
         )
 
     gens = run(four())
@@ -92,6 +112,7 @@ def test_deadline_aborts_with_partial_text_and_leaves_nothing_running(llm_engine
     assert gen.aborted
     assert gen.finish_reason == "deadline"
     assert 0 < gen.completion_tokens < 1800
+    assert llm_engine.stats.aborted >= 1
     assert gen.text
     assert budget <= elapsed < budget + 0.5
     assert gen.ttft_s <= gen.total_s

@@ -161,10 +161,21 @@ def engine_args(config: EngineConfig, model: ResolvedModel, *, is_cpu: bool) -> 
     return AsyncEngineArgs(**kwargs)
 
 
+@dataclass
+class EngineStats:
+    """Running totals since the engine started (for metrics and benches)."""
+
+    requests: int = 0
+    aborted: int = 0  # deadline or cancellation
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0  # prompt tokens served from the prefix cache
+    completion_tokens: int = 0
+
+
 class VLLMEngine:
     """The ``LLM`` implementation on vLLM. Create it with :meth:`start`; it lives on that event loop."""
 
-    _active: VLLMEngine | None = None  # one AsyncLLM per process
+    _claimed = False  # one AsyncLLM per process
 
     def __init__(self, async_llm: Any, model: ResolvedModel, config: EngineConfig) -> None:
         self._llm = async_llm
@@ -176,6 +187,8 @@ class VLLMEngine:
         self.model_name = model.name
         self.max_model_len: int = async_llm.model_config.max_model_len
         self.quantization: str | None = async_llm.model_config.quantization
+        self.block_size: int = async_llm.vllm_config.cache_config.block_size  # prefix-cache granularity
+        self.stats = EngineStats()
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -184,9 +197,20 @@ class VLLMEngine:
     async def start(cls, settings: Settings | EngineConfig) -> AsyncIterator[VLLMEngine]:
         """Resolve the model, start ``AsyncLLM`` on the running loop, and shut it down on exit."""
         config = settings if isinstance(settings, EngineConfig) else EngineConfig.from_settings(settings)
-        if cls._active is not None:
+        if cls._claimed:
             raise EngineUnavailable("a vLLM engine is already running in this process; share it")
-        model = resolve_model(config.model, config.models_dir)
+        cls._claimed = True
+        try:
+            async with cls._started(config) as engine:
+                yield engine
+        finally:
+            cls._claimed = False
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def _started(cls, config: EngineConfig) -> AsyncIterator[VLLMEngine]:
+        # A first start may convert the default model (tens of seconds): keep the loop responsive meanwhile.
+        model = await asyncio.to_thread(resolve_model, config.model, config.models_dir)
         try:
             from vllm.platforms import current_platform
         except ImportError as exc:
@@ -207,7 +231,6 @@ class VLLMEngine:
             shutil.rmtree(rpc_dir, ignore_errors=True)
             raise EngineUnavailable(f"vLLM could not load model {model.path!r}: {exc}") from exc
         engine = cls(async_llm, model, config)
-        cls._active = engine
         log.info(
             "vLLM engine up in %.1f s: model=%s quantization=%s device=%s in_process=%s %s",
             time.monotonic() - started,
@@ -220,7 +243,6 @@ class VLLMEngine:
         try:
             yield engine
         finally:
-            cls._active = None
             async_llm.shutdown()
             # Drop the last reference while modules are alive: AsyncLLM.__del__ at interpreter exit fails.
             engine._llm = None
@@ -275,16 +297,25 @@ class VLLMEngine:
             async for out in self._llm.generate({"prompt_token_ids": prompt}, params, request_id):
                 state.update(out)
 
+        self.stats.requests += 1
+        self.stats.prompt_tokens += len(prompt)
         try:
             # On timeout wait_for cancels consume(); the CancelledError raised inside AsyncLLM.generate makes
             # it abort the request before wait_for returns, so nothing is left running.
             await asyncio.wait_for(consume(), timeout=deadline - time.monotonic())
         except (asyncio.TimeoutError, TimeoutError):
             state.finish_reason = "deadline"
+        except asyncio.CancelledError:
+            self.stats.aborted += 1
+            raise
         except Exception as exc:
             raise EngineUnavailable(f"generation failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self.stats.cached_prompt_tokens += state.cached_tokens
+            self.stats.completion_tokens += state.completion_tokens
         total = time.monotonic() - started
         aborted = state.finish_reason == "deadline"
+        self.stats.aborted += aborted
         return Generation(
             text=state.text,
             prompt_tokens=len(prompt),
@@ -319,9 +350,11 @@ class _Progress:
         self.completion_tokens = 0
         self.ttft: float | None = None
         self.finish_reason: str | None = None
+        self.cached_tokens = 0
 
     def update(self, out: Any) -> None:
         completion = out.outputs[0]
+        self.cached_tokens = out.num_cached_tokens or 0
         self.text = completion.text
         self.completion_tokens = len(completion.token_ids)
         if self.ttft is None and self.completion_tokens:
