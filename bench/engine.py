@@ -12,6 +12,8 @@ Qwen2.5-0.5B's shape in bf16 and int8 W8A8 — it measures, each engine in a fre
 * ``tok_s_4``: aggregate output tokens/s with 4 requests in flight (HF: the 4 run one after the other,
   as the seed did), and ``stream_tok_s_4`` the per-request decode rate within that.
 
+Both engines use one OpenMP thread per core but one (the engine's default, docs/engine.md).
+
 Writes ``engine.csv`` and ``engine.json`` under ``--out`` and prints vLLM/HF ratios from this one run.
 """
 
@@ -126,6 +128,9 @@ def hf_worker(model: Path, tokens: int, repeats: int) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # The same thread policy as the engine (one OpenMP thread per core but one): with one thread per core,
+    # idle threads spin on the cores others need, and on a shared host decoding collapses.
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) - 1))
     started = time.monotonic()
     tokenizer = AutoTokenizer.from_pretrained(model)
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.bfloat16).eval()

@@ -252,6 +252,8 @@ class VLLMEngine:
     # -- the LLM contract -------------------------------------------------------------------------
 
     def num_unfinished_requests(self) -> int:
+        if self._llm is None:  # shut down
+            return 0
         return int(self._llm.get_num_unfinished_requests())
 
     def prompt_token_ids(self, messages: Sequence[Message]) -> list[int]:
@@ -273,6 +275,8 @@ class VLLMEngine:
         from vllm.sampling_params import SamplingParams
 
         started = time.monotonic()
+        if self._llm is None:
+            raise EngineUnavailable("the vLLM engine has been shut down")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         prompt = self.prompt_token_ids(messages)
