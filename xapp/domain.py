@@ -36,6 +36,8 @@ class Passage:
     source: str
     heading: str
     score: float  # cosine similarity in [-1, 1]; higher is closer
+    # The stored embedding (unit length), reused by the option scorer so it embeds only the options.
+    vector: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Template answering: extractive synthesis and multiple-choice option scoring over retrieved evidence.
 
-No LLM: sentences of the retrieved passages are ranked by IDF-weighted term overlap with the question,
-blended with the passage's retrieval score (and, when an embedder is at hand, sentence-level cosine
-similarity). Options are scored by how well the evidence supports the terms that set each option apart.
+No LLM. Sentences of the retrieved passages are ranked by IDF-weighted term overlap with the question,
+blended with their passage's retrieval score. Options are scored by how well the evidence covers the terms
+that set each option apart, plus (with an embedder) the cosine similarity between "question + option" and
+the passages' stored embeddings, so only the few options are embedded per request, never the evidence.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from xapp.llm.prompts import strip_option_number
 from xapp.store.embedding import MiniLMEmbedder
 
 MAX_SENTENCES = 200  # bounds the lexical work on long evidence: a few ms either way
-MAX_EMBEDDED = 32  # only the lexically best sentences are embedded: MiniLM costs ~2 ms a sentence on CPU
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,7 @@ def _candidate_sentences(passages: Sequence[Passage]) -> list[tuple[str, Passage
     return out[:MAX_SENTENCES]
 
 
-def rank_evidence(
-    question: str, passages: Sequence[Passage], embedder: MiniLMEmbedder | None = None
-) -> list[Evidence]:
+def rank_evidence(question: str, passages: Sequence[Passage]) -> list[Evidence]:
     """Sentences of the passages, most relevant to the question first."""
     candidates = _candidate_sentences(passages)
     if not candidates:
@@ -53,20 +51,13 @@ def rank_evidence(
     q_terms = terms(question)
     scores = np.array([overlap(q_terms, st, weights) for st in sentence_terms])
     scores += 0.5 * np.array([max(p.score, 0.0) for _, p in candidates])
-    if embedder is not None:
-        top = np.argsort(-scores, kind="stable")[:MAX_EMBEDDED]
-        vectors = embedder.embed([question] + [candidates[i][0] for i in top])
-        scores[top] += vectors[1:] @ vectors[0]
-        scores[np.setdiff1d(np.arange(len(scores)), top)] -= 1.0  # not embedded: rank after those that were
     order = np.argsort(-scores, kind="stable")
     return [Evidence(candidates[i][0], candidates[i][1].source, float(scores[i])) for i in order]
 
 
-def extractive_answer(
-    question: str, passages: Sequence[Passage], embedder: MiniLMEmbedder | None = None, max_sentences: int = 3
-) -> tuple[str, list[str]]:
+def extractive_answer(question: str, passages: Sequence[Passage], max_sentences: int = 3) -> tuple[str, list[str]]:
     """The most relevant sentences, in order of relevance, and the sources they came from."""
-    ranked = rank_evidence(question, passages, embedder)
+    ranked = rank_evidence(question, passages)
     picked: list[Evidence] = []
     seen_terms: list[set[str]] = []
     for ev in ranked:
@@ -99,15 +90,11 @@ def score_options(
     for i, ot in enumerate(option_terms):
         distinct = [t for t in ot if t not in common]
         scores[i] = overlap(distinct, list(evidence_vocab), weights) if distinct else 0.0
-    if embedder is not None and candidates:
-        q_terms = terms(question) + [t for ot in option_terms for t in ot]
-        lexical = np.array([overlap(q_terms, et, weights) for et in evidence_terms])
-        top = np.argsort(-lexical, kind="stable")[:MAX_EMBEDDED]
-        vectors = embedder.embed([f"{question} {t}" for t in texts] + [candidates[i][0] for i in top])
-        opt_vecs, sent_vecs = vectors[: len(texts)], vectors[len(texts) :]
-        sims = opt_vecs @ sent_vecs.T  # (options, sentences)
-        top = np.sort(sims, axis=1)[:, -3:]
-        scores += top.mean(axis=1)
+    vectors = [p.vector for p in passages if p.vector is not None]
+    if embedder is not None and vectors:
+        option_vecs = embedder.embed([f"{question} {t}" for t in texts])
+        sims = option_vecs @ np.asarray(vectors, dtype=np.float32).T  # (options, passages)
+        scores += sims.max(axis=1)
     return scores.tolist()
 
 

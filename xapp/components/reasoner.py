@@ -10,14 +10,12 @@ from xapp.domain import PathKind, Question, Step
 from xapp.errors import EngineUnavailable
 from xapp.llm import prompts
 from xapp.llm.base import LLM
-from xapp.store.embedding import MiniLMEmbedder
 
 
 class Reasoner:
-    def __init__(self, llm: LLM | None, max_tokens: int, embedder: MiniLMEmbedder | None = None) -> None:
+    def __init__(self, llm: LLM | None, max_tokens: int) -> None:
         self.llm = llm
         self.max_tokens = max_tokens
-        self.embedder = embedder
 
     def template(
         self, question: Question, history: Sequence[Step], reason: str | None = None

@@ -24,7 +24,7 @@ class Synthesizer:
     ) -> ComponentResult:
         """Extractive synthesis; with options, the option best supported by the evidence."""
         passages = [p for s in history for p in s.passages]
-        text, _ = extractive_answer(question.text, passages, self.embedder)
+        text, _ = extractive_answer(question.text, passages)
         choice = None
         if question.options:
             choice = pick_option(question.text, question.options, passages, self.embedder)

@@ -105,9 +105,24 @@ class ArgoPipeline:
         embedder = self.kb.embedder if self.kb is not None else None
         self.decomposer = Decomposer(self.llm, settings.max_tokens_decompose)
         self.retriever = Retriever(self.kb, settings.top_k) if self.kb is not None else None
-        self.reasoner = Reasoner(self.llm, settings.max_tokens_reason, embedder)
+        self.reasoner = Reasoner(self.llm, settings.max_tokens_reason)
         self.synthesizer = Synthesizer(self.llm, settings.max_tokens_synthesize, embedder)
         make_strategy(settings.strategy, settings)  # solve (and cache) the MDP now, not on a request
+
+    def calibrate(self, rounds: int = 2) -> None:
+        """Seed the latency estimates with this machine's speed before the first request: a retrieval and
+        the template synthesis's embedding of the options. The first round also loads the embedder and the index."""
+        if self.kb is None:
+            return
+        options = [f"Option {i}: the E2 interface of the near-RT RIC." for i in range(4)]
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            self.kb.query("O-RAN near-RT RIC", self.settings.top_k)
+            t1 = time.perf_counter()
+            self.kb.embedder.embed(options)
+            t2 = time.perf_counter()
+        self.estimator.observe("retrieve", t1 - t0)
+        self.estimator.observe("synthesize.template", t2 - t1)
 
     @property
     def model_name(self) -> str:
@@ -336,9 +351,9 @@ class ArgoPipeline:
         return result
 
     async def _template_synthesis(self, run: _Run, reason: str | None) -> ComponentResult:
-        """Extractive synthesis with embedding re-ranking while time allows; lexical-only (~1 ms) otherwise.
+        """Extractive synthesis with embedding option scoring while time allows; lexical-only (~1 ms) otherwise.
 
-        The re-ranking runs in a thread that we stop waiting for at the deadline, so a loaded CPU delays
+        The embedding runs in a thread that we stop waiting for at the deadline, so a loaded CPU delays
         the answer's quality, never the answer."""
         lexical = Synthesizer(None, 0, None)
         timeout = run.budget.remaining() - LEXICAL_RESERVE_S
@@ -349,7 +364,7 @@ class ArgoPipeline:
                 )
             except asyncio.TimeoutError:
                 pass
-        note = "synthesize: embedding re-ranking skipped, out of time"
+        note = "synthesize: embedding option scoring skipped, out of time"
         return lexical.template(run.question, run.steps, f"{reason}; {note}" if reason else note)
 
     async def _finish(self, run: _Run, strategy: str) -> Answer:
@@ -444,11 +459,14 @@ async def build_pipeline(settings: Settings, llm: LLM | None = None) -> AsyncIte
     start the vLLM engine; both are released on exit."""
     kb = KnowledgeBase.open(settings)
     kb.ensure_builtin()
-    kb.query("O-RAN near-RT RIC", 1)  # warm-up: the first query loads the embedder and the HNSW index
     if llm is not None or not settings.llm:
-        yield ArgoPipeline(settings, kb, llm)
+        pipeline = ArgoPipeline(settings, kb, llm)
+        pipeline.calibrate()
+        yield pipeline
         return
     from xapp.llm.engine import VLLMEngine
 
     async with VLLMEngine.start(settings) as engine:
-        yield ArgoPipeline(settings, kb, engine)
+        pipeline = ArgoPipeline(settings, kb, engine)
+        pipeline.calibrate()
+        yield pipeline

@@ -95,16 +95,19 @@ class KnowledgeBase:
             result = self._collection.query(
                 query_embeddings=[vector.tolist()],
                 n_results=k,
-                include=["documents", "metadatas", "distances"],
+                include=["documents", "metadatas", "distances", "embeddings"],
             )
         except Exception as exc:
             raise StoreUnavailable(f"Chroma query failed: {exc}") from exc
         passages: list[Passage] = []
-        for pid, doc, meta, dist in zip(
+        embeddings = result.get("embeddings")
+        vectors = embeddings[0] if embeddings is not None else [None] * len(result["ids"][0])
+        for pid, doc, meta, dist, vec in zip(
             result["ids"][0],
             result["documents"][0],
             result["metadatas"][0],
             result["distances"][0],
+            vectors,
             strict=True,
         ):
             meta = meta or {}
@@ -115,6 +118,7 @@ class KnowledgeBase:
                     source=str(meta.get("source", "")),
                     heading=str(meta.get("heading", "")),
                     score=1.0 - float(dist),
+                    vector=tuple(float(x) for x in vec) if vec is not None else None,
                 )
             )
         return passages
