@@ -169,6 +169,15 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         log.error("%s failed", rpc, exc_info=exc)
         await self._abort(context, grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
+    @staticmethod
+    def _log_cancel(rpc: str, deadline: float) -> None:
+        # gRPC cancels the handler when the caller cancels or its deadline passes; the work is aborted.
+        late_ms = (time.monotonic() - deadline) * 1000.0
+        if late_ms > 0:
+            log.warning("%s: the caller's deadline passed %.0f ms after ours; work aborted", rpc, late_ms)
+        else:
+            log.info("%s: cancelled by the caller %.0f ms before the deadline; work aborted", rpc, -late_ms)
+
     def _refresh_health(self) -> None:
         if self.health is not None:
             self.health.kick()
@@ -184,6 +193,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             async with self.admission.slot(deadline):
                 return await self._guarded(deadline, work())
         except asyncio.CancelledError:
+            self._log_cancel(rpc, deadline)
             raise
         except grpc.aio.AbortError:
             raise
@@ -237,6 +247,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             self.metrics.record_answer(answer, "AnswerStream")
             yield pb.AnswerEvent(answer=convert.answer(answer, elapsed_ms=_ms_since(start)))
         except asyncio.CancelledError:
+            self._log_cancel("AnswerStream", deadline)
             raise
         except grpc.aio.AbortError:
             raise
