@@ -32,6 +32,15 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore")
 
 
+def _configure_logging(command: str) -> None:
+    """Logs go to stderr (stdout carries the answer); a server logs INFO, one-shot commands only warnings.
+    Before vLLM or Chroma are imported, so their loggers are routed through the same handler."""
+    from xapp.telemetry.logging import configure_logging
+
+    level = os.environ.get("ARGO_LOG_LEVEL") or ("INFO" if command == "serve" else "WARNING")
+    configure_logging(level=level, log_format=os.environ.get("ARGO_LOG_FORMAT") or "auto")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, help="all state lives here (default: $ARGO_DATA_DIR or per-user dir)")
     p.add_argument("--model", help="model folder or hub id (default: offline SmolLM2-135M-Instruct)")
@@ -294,6 +303,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _quiet_libraries()
+    _configure_logging(args.command)
     try:
         return COMMANDS[args.command](args)
     except ArgoError as exc:

@@ -52,24 +52,26 @@ class Decomposer:
     def asked(history: Sequence[Step]) -> set[str]:
         return {s.query.lower() for s in history if s.action is Action.RETRIEVE}
 
-    def template(
-        self, question: Question, history: Sequence[Step], reason: str | None = None
-    ) -> ComponentResult:
+    def candidates(self, question: Question, history: Sequence[Step]) -> list[str]:
+        """Rule-based sub-queries not searched yet (all of them again once every one has been)."""
         asked = self.asked(history)
-        candidates = template_subqueries(question)
-        query = next((q for q in candidates if q.lower() not in asked), candidates[0])
-        return ComponentResult(query, PathKind.TEMPLATE, fallback_reason=reason)
+        every = template_subqueries(question)
+        return [q for q in every if q.lower() not in asked] or every
 
-    async def decompose(
-        self, question: Question, history: Sequence[Step], deadline: float | None
-    ) -> ComponentResult:
-        """LLM path when an engine and a deadline are given, else (or when it fails) the template path."""
+    def template(self, question: Question, history: Sequence[Step], reason: str | None = None) -> ComponentResult:
+        return ComponentResult(self.candidates(question, history)[0], PathKind.TEMPLATE, fallback_reason=reason)
+
+    async def decompose(self, question: Question, history: Sequence[Step], deadline: float | None) -> ComponentResult:
+        """LLM path when an engine and a deadline are given, else (or when it fails) the template path.
+
+        A sub-query that repeats an earlier one is kept: it is the model's judgement, and its retrieval
+        simply brings no new passages, so progress does not advance (a failed retrieval in ARGO's terms)."""
         if self.llm is None or deadline is None:
             return self.template(question, history)
         try:
             gen = await generate(
                 self.llm,
-                prompts.decompose_messages(question, history),
+                prompts.decompose_messages(question, history, self.candidates(question, history)),
                 max_tokens=self.max_tokens,
                 deadline=deadline,
             )
@@ -79,8 +81,8 @@ class Decomposer:
         query = prompts.clean_query(gen.text)
         if gen.aborted:
             result = self.template(question, history, "decompose: LLM ran out of time and was aborted")
-        elif len(terms(query)) == 0 or query.lower() in self.asked(history):
-            result = self.template(question, history, "decompose: LLM sub-query unusable")
+        elif len(terms(query)) == 0:
+            result = self.template(question, history, "decompose: LLM sub-query has no search terms")
         else:
             return ComponentResult(query, PathKind.LLM, usage)
         result.usage = usage

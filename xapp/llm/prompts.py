@@ -54,11 +54,15 @@ def strip_option_number(option: str) -> str:
     return re.sub(r"^\s*\(?\d+[.):]\s*", "", option).strip()
 
 
-def decompose_messages(question: Question, history: Sequence[Step]) -> list[Message]:
+def decompose_messages(question: Question, history: Sequence[Step], candidates: Sequence[str] = ()) -> list[Message]:
+    """``candidates``: rule-based sub-queries not searched yet. Small models copy or adapt one of them far more
+    reliably than they invent a query, and larger ones are free to write their own."""
     asked = [s.query for s in history if s.action is Action.RETRIEVE and s.query]
     user = f"Question: {question.text}\n"
     if asked:
         user += "Already searched: " + "; ".join(asked) + "\n"
+    if candidates:
+        user += "Possible searches: " + "; ".join(candidates[:4]) + "\n"
     user += (
         "Write ONE short search query (at most 12 words) for the O-RAN documentation that finds information "
         "still missing to answer the question. Reply with the query only."
