@@ -56,6 +56,8 @@ class Level:
     paths: Counter[str] = field(default_factory=Counter)
     fallbacks: Counter[str] = field(default_factory=Counter)
     late: int = 0  # any reply (OK or not) later than deadline + 25 ms
+    queued_ms: list[float] = field(default_factory=list)  # admission wait of OK replies (timings_ms["admission"])
+    late_examples: list[str] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -66,11 +68,7 @@ class Level:
         return self.codes.get("OK", 0)
 
     def pct(self, q: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        if len(self.latencies_ms) == 1:
-            return self.latencies_ms[0]
-        return statistics.quantiles(self.latencies_ms, n=1000, method="inclusive")[int(q * 1000) - 1]
+        return _quantile(self.latencies_ms, q)
 
     def row(self) -> dict[str, object]:
         ok = max(self.ok, 1)
@@ -85,6 +83,7 @@ class Level:
             "p99_ms": round(self.pct(0.99), 1),
             "max_ms": round(max(self.latencies_ms), 1) if self.latencies_ms else float("nan"),
             "late": self.late,
+            "queued_p95_ms": round(_quantile(self.queued_ms, 0.95), 1),
             "errors": json.dumps({k: v for k, v in sorted(self.codes.items()) if k != "OK"}),
             "llm_share": round(self.paths.get("PATH_LLM", 0) / ok, 3),
             "mixed_share": round(self.paths.get("PATH_MIXED", 0) / ok, 3),
@@ -93,14 +92,20 @@ class Level:
         }
 
 
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
+
+
 def _reason_key(reason: str) -> str:
     """Group fallback reasons by their head ("decompose: deadline", not the full message)."""
     return reason.split(";")[0].split("(")[0].strip()[:60]
 
 
-async def _caller(
-    client: ArgoClient, level: Level, stop_at: float, offset: int, args: argparse.Namespace
-) -> None:
+async def _caller(client: ArgoClient, level: Level, stop_at: float, offset: int, args: argparse.Namespace) -> None:
     i = offset
     while time.monotonic() < stop_at:
         question, options = QUESTIONS[i % len(QUESTIONS)]
@@ -122,8 +127,15 @@ async def _caller(
         level.codes[code] += 1
         if elapsed_ms > args.deadline_ms + LATE_SLACK_MS:
             level.late += 1
+            if reply is not None and len(level.late_examples) < 5:
+                top = sorted(reply.timings_ms.items(), key=lambda kv: -kv[1])[:4]
+                level.late_examples.append(
+                    f"client {elapsed_ms:.0f} ms, server {reply.elapsed_ms:.0f} ms, "
+                    + ", ".join(f"{k} {v:.0f}" for k, v in top)
+                )
         if reply is not None:
             level.latencies_ms.append(elapsed_ms)
+            level.queued_ms.append(reply.timings_ms.get("admission", 0.0))
             level.paths[pb.Path.Name(reply.path)] += 1
             if reply.fallback_reason:
                 level.fallbacks[_reason_key(reply.fallback_reason)] += 1
@@ -151,6 +163,8 @@ async def main_async(args: argparse.Namespace) -> list[Level]:
             level = await run_level(client, n, args)
             levels.append(level)
             print(_format(level.row()), flush=True)
+            for example in level.late_examples:
+                print(f"    late: {example}", flush=True)
         return levels
 
 
@@ -172,9 +186,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grpc-slack-ms", type=int, default=500, help="gRPC deadline = deadline + this")
     p.add_argument("--strategy", default="", help="strategy of each request (empty: the server default)")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds of one caller before measuring")
-    p.add_argument(
-        "--wait-s", type=float, default=300.0, help="how long to wait for the server to be SERVING"
-    )
+    p.add_argument("--wait-s", type=float, default=300.0, help="how long to wait for the server to be SERVING")
     p.add_argument("--csv", type=Path, default=None, help="write one row per concurrency level here")
     args = p.parse_args(argv)
     args.concurrency = [int(x) for x in str(args.concurrency).split(",") if x.strip()]

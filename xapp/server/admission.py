@@ -30,9 +30,11 @@ class Admission:
         self.waiting = 0
 
     @contextlib.asynccontextmanager
-    async def slot(self, deadline: float) -> AsyncIterator[None]:
-        """Hold one slot for the body; raise ``Overloaded`` when none frees up before deadline − reserve."""
-        wait_s = deadline - self.reserve_s - time.monotonic()
+    async def slot(self, deadline: float) -> AsyncIterator[float]:
+        """Hold one slot for the body; raise ``Overloaded`` when none frees up before deadline − reserve.
+        Yields the seconds spent waiting for the slot."""
+        t0 = time.monotonic()
+        wait_s = deadline - self.reserve_s - t0
         if self._sem.locked():
             if wait_s <= 0:
                 raise Overloaded(f"all {self.limit} request slots are busy and the deadline leaves no time to wait")
@@ -50,7 +52,7 @@ class Admission:
             await self._sem.acquire()
         self.in_flight += 1
         try:
-            yield
+            yield time.monotonic() - t0
         finally:
             self.in_flight -= 1
             self._sem.release()

@@ -44,7 +44,11 @@ def step(s: Step) -> pb.Step:
     )
 
 
-def answer(a: Answer, *, elapsed_ms: float) -> pb.AnswerReply:
+def answer(a: Answer, *, elapsed_ms: float, queued_ms: float | None = None) -> pb.AnswerReply:
+    """``queued_ms``: time the request waited for a concurrency slot, reported as timings_ms["admission"]."""
+    timings = _timings(a.timings_ms)
+    if queued_ms is not None:
+        timings["admission"] = queued_ms
     return pb.AnswerReply(
         answer=a.answer,
         choice=a.choice or 0,
@@ -52,7 +56,7 @@ def answer(a: Answer, *, elapsed_ms: float) -> pb.AnswerReply:
         fallback_reason=a.fallback_reason or "",
         steps=[step(s) for s in a.steps],
         elapsed_ms=elapsed_ms,
-        timings_ms=_timings(a.timings_ms),
+        timings_ms=timings,
         prompt_tokens=a.prompt_tokens,
         completion_tokens=a.completion_tokens,
         sources=list(a.sources),

@@ -188,10 +188,11 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         rpc: str,
         deadline: float,
         work: Callable[[], Awaitable[T]],
-    ) -> T:
+    ) -> tuple[T, float]:
+        """Admit, run ``work`` within the deadline, map failures; returns the result and the ms spent queued."""
         try:
-            async with self.admission.slot(deadline):
-                return await self._guarded(deadline, work())
+            async with self.admission.slot(deadline) as waited_s:
+                return await self._guarded(deadline, work()), waited_s * 1000.0
         except asyncio.CancelledError:
             self._log_cancel(rpc, deadline)
             raise
@@ -210,14 +211,14 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             context, request, lambda: validation.answer_request(request, self.settings)
         )
         deadline = effective_deadline(self.settings, call.deadline_ms, context, now=start)
-        answer = await self._unary(
+        answer, queued_ms = await self._unary(
             context,
             "Answer",
             deadline,
             lambda: pipeline.answer(call.question, strategy=call.strategy, deadline=deadline),
         )
         self.metrics.record_answer(answer, "Answer")
-        return convert.answer(answer, elapsed_ms=_ms_since(start))
+        return convert.answer(answer, elapsed_ms=_ms_since(start), queued_ms=queued_ms)
 
     async def AnswerStream(
         self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext
@@ -230,7 +231,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         steps: asyncio.Queue[Step | None] = asyncio.Queue()
         task: asyncio.Task[Answer] | None = None
         try:
-            async with self.admission.slot(deadline):
+            async with self.admission.slot(deadline) as waited_s:
                 task = asyncio.create_task(
                     self._guarded(
                         deadline,
@@ -245,7 +246,8 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
                     yield pb.AnswerEvent(step=convert.step(step))
                 answer = task.result()
             self.metrics.record_answer(answer, "AnswerStream")
-            yield pb.AnswerEvent(answer=convert.answer(answer, elapsed_ms=_ms_since(start)))
+            reply = convert.answer(answer, elapsed_ms=_ms_since(start), queued_ms=waited_s * 1000.0)
+            yield pb.AnswerEvent(answer=reply)
         except asyncio.CancelledError:
             self._log_cancel("AnswerStream", deadline)
             raise
@@ -272,7 +274,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
 
         pipeline, (question, history, deadline_ms) = await self._prepare(context, request, validate)
         deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
-        step = await self._unary(
+        step, _ = await self._unary(
             context, "Decompose", deadline, lambda: pipeline.decompose(question, history, deadline=deadline)
         )
         self.metrics.record_step(step)
@@ -305,7 +307,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             ms = _ms_since(start)
             return Step(Action.RETRIEVE, PathKind.TEMPLATE, 0.0, 0.0, ms, query=query, fallback_reason=reason)
 
-        step = await self._unary(context, "Retrieve", deadline, retrieve)
+        step, _ = await self._unary(context, "Retrieve", deadline, retrieve)
         self.metrics.record_step(step)
         return pb.RetrieveReply(
             passages=[convert.passage(p) for p in step.passages],
@@ -326,11 +328,11 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
 
         pipeline, (question, history, deadline_ms) = await self._prepare(context, request, validate)
         deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
-        answer = await self._unary(
+        answer, queued_ms = await self._unary(
             context, "Synthesize", deadline, lambda: pipeline.synthesize(question, history, deadline=deadline)
         )
         self.metrics.record_answer(answer, "Synthesize")
-        return convert.answer(answer, elapsed_ms=_ms_since(start))
+        return convert.answer(answer, elapsed_ms=_ms_since(start), queued_ms=queued_ms)
 
 
 def in_flight(servicer: ArgoServicer) -> dict[str, Any]:
