@@ -265,7 +265,8 @@ async def run_accuracy(
         files[2],
         title=(
             f"ORAN-Bench accuracy — {len(rows)} questions, deadline {deadline_ms:.0f} ms, "
-            f"model {run['model'] or 'none (template only)'}, {machine['cpus_usable']} CPU cores"
+            f"model {run['model'] or 'none (template only)'}\n{machine['cpus_usable']} CPU cores, "
+            f"load avg {machine.get('loadavg_1_5_15', ['?'])[0]} at start"
         ),
     )
     write_json(out / "accuracy_run.json", run)

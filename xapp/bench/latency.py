@@ -296,6 +296,7 @@ async def run_latency(
         measured = await measure_argo(pipeline, questions, strategy=strategy, deadline_ms=deadline_ms)
         run["latency_estimates_ms"] = pipeline.estimator.snapshot()
     report = LatencyReport(measured, warm, run=run)
+    run["paths"] = {p: sum(m.path == p for m in measured) for p in ("llm", "mixed", "template")}
     report.summary = summarize(measured, warm, system=ARGO, strategy=strategy, deadline_ms=deadline_ms)
     if compare_baseline:
         from xapp.bench.baseline import measure_baseline
@@ -341,9 +342,11 @@ def _title(run: dict[str, Any], strategy: str, n: int, warm: int) -> str:
     machine = run["machine_before"]
     model = run.get("model") or "no LLM"
     load = machine.get("loadavg_1_5_15", ["?"])[0]
+    paths = ", ".join(f"{k} {v}" for k, v in run["paths"].items())
     return (
         f"ARGO latency — strategy {strategy}, model {model}, {n} questions (+{warm} warm-up excluded), "
-        f"deadline {run['deadline_ms']:.0f} ms\n{machine['cpus_usable']} CPU cores, load avg {load} at start"
+        f"deadline {run['deadline_ms']:.0f} ms\nanswer paths: {paths} — {machine['cpus_usable']} CPU cores, "
+        f"load avg {load} at start"
     )
 
 
