@@ -147,13 +147,16 @@ def test_bad_arguments_fail_with_one_line_errors(tmp_path: Path) -> None:
         latency.main(["--queries", "2", "--questions", "x.txt", "--out", str(tmp_path)])
 
 
-def test_cli_routes_bench_options_to_the_bench_parsers() -> None:
-    from xapp.cli import _parser
+def test_cli_routes_bench_options_to_the_bench_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``argo-xapp bench latency|accuracy`` hands every option to the bench's own parser."""
+    from xapp.cli import main
 
-    args = _parser().parse_args(["bench", "accuracy", "--questions", "d", "--strategy", "template", "--out", "o"])
-    assert args.args == ["--questions", "d", "--strategy", "template", "--out", "o"]
-    args = _parser().parse_args(["bench", "latency", "--out", "o"])
-    assert args.args == ["--out", "o"]
+    missing = str(tmp_path / "none")
+    assert main(["bench", "accuracy", "--questions", missing, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file or folder" in err and "unrecognized arguments" not in err
+    assert main(["bench", "latency", "--queries", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--queries must be >= 1" in capsys.readouterr().err
 
 
 # ---- real runs on the template path -------------------------------------------------------------------------
