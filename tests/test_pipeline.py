@@ -41,6 +41,16 @@ def test_estimator_learns_and_censored_never_lowers() -> None:
     assert est.estimate("x") == pytest.approx(1.0)
 
 
+def test_slow_estimate_drifts_back_to_its_prior() -> None:
+    est = LatencyEstimator({"x": 0.1}, alpha=1.0, spread=0.0, decay_s=0.05)
+    est.observe("x", 2.0)  # one slow run under load
+    assert est.estimate("x") > 1.5
+    time.sleep(0.3)  # not run since: it is tried again rather than planned out for good
+    assert est.estimate("x") < 0.2
+    est.set_prior("x", 0.5)
+    assert est.estimate("x") == pytest.approx(0.5)
+
+
 def test_budget_fits_and_shortfall() -> None:
     est = LatencyEstimator({"a": 0.2, "b": 0.3}, spread=0.0)
     budget = Budget(time.monotonic() + 0.4, est)
@@ -154,7 +164,9 @@ def test_llm_work_aborted_at_a_short_deadline(
     pipeline = ArgoPipeline(settings, builtin_kb, llm_engine, est)
     start = time.monotonic()
     answer = run(pipeline.answer(OTIC, strategy="mdp", deadline=time.monotonic() + 0.3))
-    assert time.monotonic() - start <= 0.3 + 0.02
+    # The server keeps safety_margin_ms (20 ms) for this: the abort and the template answer fit inside it.
+    assert answer.elapsed_ms <= 300 + settings.safety_margin_ms
+    assert time.monotonic() - start <= 0.3 + 0.1  # + hopping to the engine's loop thread and back
     assert answer.fallback_reason and "aborted" in answer.fallback_reason
     assert answer.choice in (1, 2, 3, 4)
     assert llm_engine.num_unfinished_requests() == 0

@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="latency and accuracy measurements")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     for name in ("latency", "accuracy"):
-        b = bench_sub.add_parser(name)
+        # Every option, -h included, belongs to the bench's own parser.
+        b = bench_sub.add_parser(name, prefix_chars="+", add_help=False)
         b.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 

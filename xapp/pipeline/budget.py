@@ -26,16 +26,27 @@ def llm_prior_s(max_tokens: int, tokens_per_s: float = 40.0, prefill_s: float = 
 
 
 class LatencyEstimator:
-    """EWMA of latency (and of its absolute deviation) per component key; thread-safe."""
+    """EWMA of latency (and of its absolute deviation) per component key; thread-safe.
+
+    An estimate above its prior drifts back toward the prior while the component is not run
+    (time constant ``decay_s``): a component that was slow once, under load, is tried again later instead
+    of being planned out for good, since only running it would refresh its estimate.
+    """
 
     def __init__(
-        self, priors: dict[str, float] | None = None, alpha: float = 0.3, spread: float = 2.0
+        self,
+        priors: dict[str, float] | None = None,
+        alpha: float = 0.3,
+        spread: float = 2.0,
+        decay_s: float = 30.0,
     ) -> None:
-        self._mean: dict[str, float] = dict(priors or {})
-        self._dev: dict[str, float] = {k: 0.25 * v for k, v in (priors or {}).items()}
-        self._count: dict[str, int] = {}
+        self._prior: dict[str, float] = dict(priors or {})
+        self._mean: dict[str, float] = dict(self._prior)
+        self._dev: dict[str, float] = {k: 0.25 * v for k, v in self._prior.items()}
+        self._last: dict[str, float] = {}  # monotonic time of the last observation
         self._alpha = alpha
         self._spread = spread
+        self._decay_s = decay_s
         self._lock = threading.Lock()
 
     @classmethod
@@ -47,15 +58,28 @@ class LatencyEstimator:
                 "synthesize.llm": llm_prior_s(settings.max_tokens_synthesize),
                 "decompose.template": TEMPLATE_PRIOR_S,
                 "reason.template": TEMPLATE_PRIOR_S,
-                "synthesize.template": 0.05,  # embeds the evidence sentences
+                "synthesize.template": 0.05,  # lexical scoring plus embedding the options
                 "retrieve": RETRIEVE_PRIOR_S,
             }
         )
 
+    def set_prior(self, key: str, seconds: float) -> None:
+        """Replace a prior (and the estimate) with a measurement of this machine, e.g. at start-up."""
+        with self._lock:
+            self._prior[key] = self._mean[key] = seconds
+            self._dev[key] = 0.25 * seconds
+            self._last.pop(key, None)
+
     def estimate(self, key: str) -> float:
         with self._lock:
             mean = self._mean.get(key, TEMPLATE_PRIOR_S)
-            return mean + self._spread * self._dev.get(key, 0.0)
+            dev = self._dev.get(key, 0.0)
+            prior, last = self._prior.get(key), self._last.get(key)
+            if prior is not None and last is not None and mean > prior:
+                w = math.exp(-(time.monotonic() - last) / self._decay_s)
+                mean = prior + (mean - prior) * w
+                dev = 0.25 * prior + (dev - 0.25 * prior) * w
+            return mean + self._spread * dev
 
     def observe(self, key: str, seconds: float, censored: bool = False) -> None:
         """Record a latency. ``censored``: the work was cut off by a deadline, so it would have taken longer;
@@ -64,6 +88,7 @@ class LatencyEstimator:
             return
         with self._lock:
             mean = self._mean.get(key)
+            self._last[key] = time.monotonic()
             if mean is None:
                 self._mean[key], self._dev[key] = seconds, 0.25 * seconds
             elif censored and seconds <= mean:
@@ -72,7 +97,6 @@ class LatencyEstimator:
                 a = self._alpha
                 self._dev[key] = (1 - a) * self._dev.get(key, 0.0) + a * abs(seconds - mean)
                 self._mean[key] = (1 - a) * mean + a * seconds
-            self._count[key] = self._count.get(key, 0) + 1
 
     def snapshot(self) -> dict[str, float]:
         with self._lock:

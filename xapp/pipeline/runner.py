@@ -23,6 +23,7 @@ from xapp.components.synthesizer import NeedsTemplate, Synthesizer
 from xapp.config import Settings
 from xapp.domain import Action, Answer, Passage, PathKind, Question, Step
 from xapp.errors import StoreUnavailable
+from xapp.llm import prompts
 from xapp.llm.base import LLM
 from xapp.pipeline.budget import Budget, LatencyEstimator
 from xapp.policy.strategies import LoopState, make_strategy
@@ -110,8 +111,9 @@ class ArgoPipeline:
         make_strategy(settings.strategy, settings)  # solve (and cache) the MDP now, not on a request
 
     def calibrate(self, rounds: int = 2) -> None:
-        """Seed the latency estimates with this machine's speed before the first request: a retrieval and
-        the template synthesis's embedding of the options. The first round also loads the embedder and the index."""
+        """Measure this machine before the first request and make the results the estimates' priors: a
+        retrieval, and the template synthesis's embedding of the options. The first round also loads the
+        embedder and the index, so it is not counted."""
         if self.kb is None:
             return
         options = [f"Option {i}: the E2 interface of the near-RT RIC." for i in range(4)]
@@ -121,8 +123,25 @@ class ArgoPipeline:
             t1 = time.perf_counter()
             self.kb.embedder.embed(options)
             t2 = time.perf_counter()
-        self.estimator.observe("retrieve", t1 - t0)
-        self.estimator.observe("synthesize.template", t2 - t1)
+        self.estimator.set_prior("retrieve", t1 - t0)
+        self.estimator.set_prior("synthesize.template", t2 - t1)
+
+    async def calibrate_llm(self) -> None:
+        """Measure the engine's time to first token and per-token decode time with one short generation,
+        and plan every LLM component with them (prompt + its own token cap) instead of generic priors."""
+        if self.llm is None:
+            return
+        question = Question("What is the role of the near-RT RIC in O-RAN?")
+        messages = prompts.synthesize_messages(question, [])
+        for _ in range(2):  # the first one also warms up the engine
+            gen = await self.llm.generate(messages, max_tokens=16, deadline=time.monotonic() + 120.0)
+        per_token = (gen.total_s - gen.ttft_s) / max(gen.completion_tokens - 1, 1)
+        for key, cap in (
+            ("decompose.llm", self.settings.max_tokens_decompose),
+            ("reason.llm", self.settings.max_tokens_reason),
+            ("synthesize.llm", self.settings.max_tokens_synthesize),
+        ):
+            self.estimator.set_prior(key, gen.ttft_s + cap * per_token)
 
     @property
     def model_name(self) -> str:
@@ -316,9 +335,11 @@ class ArgoPipeline:
             if run.use_llm and budget.fits("synthesize.llm", keep=keep):
                 try:
                     result = await self.synthesizer.synthesize_llm(run.question, run.steps, budget.deadline - keep)
+                    self.estimator.observe("synthesize.llm", time.perf_counter() - t0)
                     if run.question.options and result.choice is None:
                         result.choice = (await self._template_synthesis(run, None)).choice
                 except NeedsTemplate as exc:
+                    self.estimator.observe("synthesize.llm", time.perf_counter() - t0, censored=exc.usage.aborted)
                     result = await self._template_synthesis(run, exc.reason)
                     result.usage = exc.usage
             else:
@@ -327,10 +348,6 @@ class ArgoPipeline:
                     reason = "synthesize: no time for the LLM (" + budget.shortfall("synthesize.llm", keep=keep) + ")"
                 result = await self._template_synthesis(run, reason)
             elapsed = time.perf_counter() - t0
-            if result.path is PathKind.TEMPLATE and not result.usage.aborted:
-                self.estimator.observe("synthesize.template", elapsed)
-            else:
-                self.estimator.observe("synthesize.llm", elapsed, censored=result.usage.aborted)
             span.set_attribute("argo.path", result.path.value)
             span.set_attribute("argo.budget.remaining_ms", budget.remaining_ms())
             if result.choice is not None:
@@ -347,12 +364,15 @@ class ArgoPipeline:
         lexical = Synthesizer(None, 0, None)
         timeout = run.budget.remaining() - LEXICAL_RESERVE_S
         if timeout > 0:
+            t0 = time.perf_counter()
             try:
-                return await asyncio.wait_for(
+                result = await asyncio.wait_for(
                     asyncio.to_thread(self.synthesizer.template, run.question, run.steps, reason), timeout
                 )
+                self.estimator.observe("synthesize.template", time.perf_counter() - t0)
+                return result
             except asyncio.TimeoutError:
-                pass
+                self.estimator.observe("synthesize.template", time.perf_counter() - t0, censored=True)
         note = "synthesize: embedding option scoring skipped, out of time"
         return lexical.template(run.question, run.steps, f"{reason}; {note}" if reason else note)
 
@@ -454,4 +474,5 @@ async def build_pipeline(settings: Settings, llm: LLM | None = None) -> AsyncIte
     async with VLLMEngine.start(settings) as engine:
         pipeline = ArgoPipeline(settings, kb, engine)
         pipeline.calibrate()
+        await pipeline.calibrate_llm()
         yield pipeline
