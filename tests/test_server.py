@@ -85,6 +85,7 @@ def served(kb_settings: Settings, knowledge_base: KnowledgeBase, llm_engine: Any
 
     async def build() -> tuple[Any, ArgoServer]:
         pipeline = ArgoPipeline(kb_settings, kb=knowledge_base, llm=llm_engine)
+        pipeline.calibrate()  # as build_pipeline does: this machine's retrieval and template synthesis times
         return pipeline, await _start(kb_settings, pipeline)
 
     pipeline, server = run(build())
