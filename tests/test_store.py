@@ -40,7 +40,10 @@ def test_markdown_chunks_keep_heading_path_and_stable_ids() -> None:
 
 
 def test_rst_sections_follow_underline_levels() -> None:
-    text = "Title\n=====\n\nIntro text about the routing manager here.\n\nSub\n---\n\nDetails about RMR routes and the routing manager tables."
+    text = (
+        "Title\n=====\n\nIntro text about the routing manager here.\n\n"
+        "Sub\n---\n\nDetails about RMR routes and the routing manager tables."
+    )
     chunks = chunk_text(text, "x.rst", ".rst")
     assert [c.heading for c in chunks] == ["Title", "Title > Sub"]
 
@@ -88,9 +91,8 @@ def test_ingestion_killed_midway_then_rerun_equals_one_clean_run(tmp_path: Path)
         if not ch:
             break
         buf += ch
-        match = None
-        for match in progress.finditer(buf[-200:]):
-            pass
+        matches = list(progress.finditer(buf[-200:]))
+        match = matches[-1] if matches else None
         if match and 8 <= int(match.group(1)) < int(match.group(2)):
             done = int(match.group(1))
             proc.send_signal(signal.SIGKILL)

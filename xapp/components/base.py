@@ -22,6 +22,7 @@ class ComponentResult:
     usage: Usage = field(default_factory=Usage)
     fallback_reason: str | None = None
     choice: int | None = None
+    engine_error: str | None = None  # the engine itself failed (not a timeout): health reports it
 
 
 async def generate(

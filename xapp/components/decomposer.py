@@ -76,7 +76,9 @@ class Decomposer:
                 deadline=deadline,
             )
         except EngineUnavailable as exc:
-            return self.template(question, history, f"decompose: {exc}")
+            failed = self.template(question, history, f"decompose: {exc}")
+            failed.engine_error = str(exc)
+            return failed
         usage = usage_of(gen)
         query = prompts.clean_query(gen.text)
         if gen.aborted:

@@ -17,18 +17,14 @@ class Reasoner:
         self.llm = llm
         self.max_tokens = max_tokens
 
-    def template(
-        self, question: Question, history: Sequence[Step], reason: str | None = None
-    ) -> ComponentResult:
+    def template(self, question: Question, history: Sequence[Step], reason: str | None = None) -> ComponentResult:
         """Extractive note: the single most relevant sentence of the evidence gathered so far."""
         passages = [p for s in history for p in s.passages]
         ranked = rank_evidence(question.text, passages)
         note = ranked[0].sentence if ranked else "No evidence gathered yet."
         return ComponentResult(note, PathKind.TEMPLATE, fallback_reason=reason)
 
-    async def reason(
-        self, question: Question, history: Sequence[Step], deadline: float | None
-    ) -> ComponentResult:
+    async def reason(self, question: Question, history: Sequence[Step], deadline: float | None) -> ComponentResult:
         if self.llm is None or deadline is None:
             return self.template(question, history)
         try:
@@ -39,7 +35,9 @@ class Reasoner:
                 deadline=deadline,
             )
         except EngineUnavailable as exc:
-            return self.template(question, history, f"reason: {exc}")
+            failed = self.template(question, history, f"reason: {exc}")
+            failed.engine_error = str(exc)
+            return failed
         text = gen.text.strip()
         if gen.aborted and not text:
             result = self.template(question, history, "reason: LLM ran out of time and was aborted")

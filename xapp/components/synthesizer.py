@@ -19,9 +19,7 @@ class Synthesizer:
         self.max_tokens = max_tokens
         self.embedder = embedder
 
-    def template(
-        self, question: Question, history: Sequence[Step], reason: str | None = None
-    ) -> ComponentResult:
+    def template(self, question: Question, history: Sequence[Step], reason: str | None = None) -> ComponentResult:
         """Extractive synthesis; with options, the option best supported by the evidence."""
         passages = [p for s in history for p in s.passages]
         text, _ = extractive_answer(question.text, passages)
@@ -31,9 +29,7 @@ class Synthesizer:
             text = f"{choice}. {prompts.strip_option_number(question.options[choice - 1])} — evidence: {text}"
         return ComponentResult(text, PathKind.TEMPLATE, fallback_reason=reason, choice=choice)
 
-    async def synthesize_llm(
-        self, question: Question, history: Sequence[Step], deadline: float
-    ) -> ComponentResult:
+    async def synthesize_llm(self, question: Question, history: Sequence[Step], deadline: float) -> ComponentResult:
         """The LLM path alone. Raises ``NeedsTemplate`` when its output cannot be used; a multiple-choice
         reply whose option cannot be read comes back with ``choice`` None and path MIXED: the caller lets
         the template scorer pick (the pipeline does so under its own time limit)."""
@@ -47,7 +43,7 @@ class Synthesizer:
                 deadline=deadline,
             )
         except EngineUnavailable as exc:
-            raise NeedsTemplate(f"synthesize: {exc}", Usage()) from exc
+            raise NeedsTemplate(f"synthesize: {exc}", Usage(), engine_error=str(exc)) from exc
         usage = usage_of(gen)
         text = gen.text.strip()
         if gen.aborted:
@@ -66,9 +62,7 @@ class Synthesizer:
             )
         return ComponentResult(text, PathKind.LLM, usage, choice=choice)
 
-    async def synthesize(
-        self, question: Question, history: Sequence[Step], deadline: float | None
-    ) -> ComponentResult:
+    async def synthesize(self, question: Question, history: Sequence[Step], deadline: float | None) -> ComponentResult:
         """LLM path when an engine and a deadline are given; the template path otherwise or on failure."""
         if self.llm is None or deadline is None:
             return self.template(question, history)
@@ -86,7 +80,8 @@ class Synthesizer:
 class NeedsTemplate(Exception):
     """The LLM synthesis produced nothing usable; ``usage`` is what it cost anyway."""
 
-    def __init__(self, reason: str, usage: Usage) -> None:
+    def __init__(self, reason: str, usage: Usage, engine_error: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.usage = usage
+        self.engine_error = engine_error

@@ -223,9 +223,8 @@ def acronyms(text: str) -> list[str]:
     found: list[str] = []
     for match in _ACRONYM.findall(text):
         key = match.upper().rstrip("S") if match.lower() in ("xapps", "rapps") else match.upper()
-        if key in ACRONYMS or (len(match) >= 2 and sum(c.isupper() for c in match) >= 2):
-            if key not in found:
-                found.append(key)
+        if (key in ACRONYMS or (len(match) >= 2 and sum(c.isupper() for c in match) >= 2)) and key not in found:
+            found.append(key)
     return found
 
 

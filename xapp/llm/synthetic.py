@@ -59,9 +59,7 @@ class Shape:
 # Head size 32 (the CPU attention kernels reject 16); GQA like Qwen2.5.
 TINY = Shape(128, 256, 2, 4, 2, vocab_size=2048, tokenizer_vocab=2048)
 # Qwen2.5-0.5B-Instruct's shape: 24 layers, hidden 896, 14 heads / 2 KV heads (head size 64), vocab 151936.
-QWEN25_05B = Shape(
-    896, 4864, 24, 14, 2, vocab_size=151936, tokenizer_vocab=8192, max_position_embeddings=32768
-)
+QWEN25_05B = Shape(896, 4864, 24, 14, 2, vocab_size=151936, tokenizer_vocab=8192, max_position_embeddings=32768)
 SHAPES = {"tiny": TINY, "qwen2.5-0.5b": QWEN25_05B}
 
 
@@ -149,7 +147,7 @@ def build_random_qwen2(
             out[n_tok:] = 0
             # Tokens with no letter or digit (whitespace, punctuation) would let greedy decoding loop on
             # "\n\n\n…", which the components rightly reject as empty; tests need words to parse.
-            blank = [i for i in range(n_tok) if not any(ch.isalnum() for ch in tokenizer.decode([i]))]
+            blank = [i for i in range(n_tok) if not any(ch.isalnum() for ch in tokenizer.decode([i]))]  # type: ignore[attr-defined]
             out[blank] = 0
         model.generation_config = GenerationConfig(bos_token_id=pad, eos_token_id=eos, pad_token_id=pad)
         model.save_pretrained(tmp)

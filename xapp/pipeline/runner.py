@@ -57,12 +57,15 @@ class _Run:
     paths: list[PathKind] = field(default_factory=list)
     fallbacks: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    engine_error: str | None = None  # set when the engine itself failed during this request
 
     def add_time(self, component: str, ms: float) -> None:
         self.timings[component] = self.timings.get(component, 0.0) + ms
 
     def note(self, result: ComponentResult) -> None:
         self.paths.append(result.path)
+        if result.engine_error:
+            self.engine_error = result.engine_error
         if result.fallback_reason and result.fallback_reason not in self.fallbacks:
             self.fallbacks.append(result.fallback_reason)
 
@@ -339,6 +342,7 @@ class ArgoPipeline:
                     if run.question.options and result.choice is None:
                         result.choice = (await self._template_synthesis(run, None)).choice
                 except NeedsTemplate as exc:
+                    run.engine_error = exc.engine_error or run.engine_error
                     self.estimator.observe("synthesize.llm", time.perf_counter() - t0, censored=exc.usage.aborted)
                     result = await self._template_synthesis(run, exc.reason)
                     result.usage = exc.usage
@@ -399,11 +403,10 @@ class ArgoPipeline:
         )
 
     def _note_llm_health(self, run: _Run) -> None:
-        failures = [f for f in run.fallbacks if "LLM generation failed" in f]
-        if failures:
-            self.llm_error = failures[-1]
+        if run.engine_error:
+            self.llm_error = run.engine_error
         elif PathKind.LLM in run.paths:
-            self.llm_error = None
+            self.llm_error = None  # the engine answered again: recovered
 
     # ---- the single-component RPCs ---------------------------------------------------------------
     async def decompose(self, question: Question, history: Sequence[Step], *, deadline: float) -> Step:
