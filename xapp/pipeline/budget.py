@@ -19,6 +19,7 @@ from xapp.config import Settings
 # Seconds; the first observations replace these quickly. LLM priors assume ~40 tok/s on CPU.
 TEMPLATE_PRIOR_S = 0.01
 RETRIEVE_PRIOR_S = 0.05
+LEXICAL_RESERVE_S = 0.025  # the lexical-only template synthesis at the very end (~1-10 ms; more on a loaded CPU)
 
 
 def llm_prior_s(max_tokens: int, tokens_per_s: float = 40.0, prefill_s: float = 0.15) -> float:
@@ -121,8 +122,9 @@ class Budget:
         return (time.monotonic() - self.started) * 1000.0
 
     def final_reserve(self) -> float:
-        """Time the template synthesis needs: kept free whatever else happens."""
-        return self.estimator.estimate("synthesize.template")
+        """Time kept free whatever else happens: the lexical template synthesis. Embedding the options
+        (``synthesize.template``) only uses what is left, since a retrieval is worth more than it."""
+        return LEXICAL_RESERVE_S
 
     def fits(self, *keys: str, keep: float = 0.0) -> bool:
         """Would components ``keys``, run one after another now, end before the deadline minus ``keep``?"""

@@ -25,7 +25,7 @@ from xapp.domain import Action, Answer, Passage, PathKind, Question, Step
 from xapp.errors import StoreUnavailable
 from xapp.llm import prompts
 from xapp.llm.base import LLM
-from xapp.pipeline.budget import Budget, LatencyEstimator
+from xapp.pipeline.budget import LEXICAL_RESERVE_S, Budget, LatencyEstimator
 from xapp.policy.strategies import LoopState, make_strategy
 from xapp.store.knowledge_base import KnowledgeBase
 
@@ -41,7 +41,6 @@ POLICY, DECOMPOSER, RETRIEVER, REASONER, SYNTHESIZER = (
 )
 
 StepCallback = Callable[[Step], None]
-LEXICAL_RESERVE_S = 0.025  # the lexical-only template synthesis at the very end (~1-10 ms; more on a loaded CPU)
 
 
 @dataclass
@@ -367,7 +366,7 @@ class ArgoPipeline:
         the answer's quality, never the answer."""
         lexical = Synthesizer(None, 0, None)
         timeout = run.budget.remaining() - LEXICAL_RESERVE_S
-        if timeout > 0:
+        if run.budget.fits("synthesize.template", keep=LEXICAL_RESERVE_S):
             t0 = time.perf_counter()
             try:
                 result = await asyncio.wait_for(
