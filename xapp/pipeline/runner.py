@@ -65,12 +65,18 @@ class _Run:
         self.paths.append(result.path)
         if result.engine_error:
             self.engine_error = result.engine_error
-        if result.fallback_reason and result.fallback_reason not in self.fallbacks:
-            self.fallbacks.append(result.fallback_reason)
+        if result.fallback_reason:
+            self._add_reason(result.fallback_reason)
+
+    def _add_reason(self, reason: str) -> None:
+        """Once per kind: the same reason for every step ("no time for the LLM (needs …)") is said once,
+        with the figures of its first occurrence."""
+        kind = reason.split(" (", 1)[0]
+        if all(r.split(" (", 1)[0] != kind for r in self.fallbacks):
+            self.fallbacks.append(reason)
 
     def fallback(self, reason: str) -> None:
-        if reason not in self.fallbacks:
-            self.fallbacks.append(reason)
+        self._add_reason(reason)
         with tracer.start_as_current_span("argo.fallback") as span:
             span.set_attribute("argo.fallback_reason", reason)
             span.set_attribute("argo.budget.remaining_ms", self.budget.remaining_ms())

