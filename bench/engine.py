@@ -2,12 +2,14 @@
 
     python bench/engine.py --out results/engine
 
-For each model — the offline default (SmolLM2-135M-Instruct, bf16) and a random-weight model of
-Qwen2.5-0.5B's shape in bf16 and int8 W8A8 — it measures, each engine in a fresh process:
+For each model — the offline default (SmolLM2-135M-Instruct) in bf16 and int8 W8A8 (what the engine serves
+on CPU) and a random-weight model of Qwen2.5-0.5B's shape in bf16 and W8A8 — it measures, each engine in a
+fresh process:
 
 * ``start_s``: engine start-up (vLLM import, model load, KV cache), or ``from_pretrained`` for HF;
 * ``prefill_ms``: time to first token of a prompt nothing is cached for (a nonce leads it);
-* ``prefill_cached_ms``: the same with the shared system prefix already in the prefix cache (vLLM only);
+* ``prefill_cached_ms``: the same with the shared system prefix already in the prefix cache (vLLM only),
+  ``cached_tokens`` how many prompt tokens came from the cache;
 * ``decode_tok_s``: single-stream decode rate, (tokens - 1) / (total - TTFT), median of ``--repeats``;
 * ``tok_s_4``: aggregate output tokens/s with 4 requests in flight (HF: the 4 run one after the other,
   as the seed did), and ``stream_tok_s_4`` the per-request decode rate within that.
@@ -50,10 +52,10 @@ QUESTIONS = [
     "What does the E2SM-KPM service model report?",
     "How does an xApp subscribe to E2 events?",
 ]
-MODELS = ("default", "qwen0.5b-bf16", "qwen0.5b-w8a8")
+MODELS = ("default", "default-w8a8", "qwen0.5b-bf16", "qwen0.5b-w8a8")
 FIELDS = [
     "model", "variant", "engine", "mode", "start_s", "prompt_tokens", "prefill_ms", "prefill_cached_ms",
-    "decode_tok_s", "tok_s_4", "stream_tok_s_4", "new_tokens", "load_before", "load_after",
+    "cached_tokens", "decode_tok_s", "tok_s_4", "stream_tok_s_4", "new_tokens", "load_before", "load_after",
 ]  # fmt: skip
 
 
@@ -73,6 +75,8 @@ def prepare(name: str, models_dir: Path) -> tuple[Path, str]:
 
     if name == "default":
         return Path(resolve_model("", models_dir).path), "bf16"
+    if name == "default-w8a8":  # what the engine serves by default on CPU
+        return Path(resolve_model("", models_dir, int8_default=True).path), "w8a8"
     bf16 = build_random_qwen2(models_dir / "random-qwen2.5-0.5b", QWEN25_05B, seed=0)
     if name == "qwen0.5b-bf16":
         return bf16, "bf16"
@@ -101,7 +105,9 @@ async def vllm_worker(model: Path, data_dir: Path, tokens: int, repeats: int) ->
         await gen(messages(QUESTIONS[0], "warm-up"), 4)
         cold = [await gen(messages(q, uuid.uuid4().hex), 1) for q in QUESTIONS]
         await gen(messages(QUESTIONS[0]), 1)  # puts the shared system prefix in the cache
+        before = engine.stats.cached_prompt_tokens
         cached = [await gen(messages(q), 1) for q in QUESTIONS[1:]]
+        cached_tokens = (engine.stats.cached_prompt_tokens - before) / len(cached)
         single = [await gen(messages(QUESTIONS[i % 4]), tokens) for i in range(repeats)]
         t0 = time.monotonic()
         four = await asyncio.gather(*(gen(messages(q), tokens) for q in QUESTIONS))
@@ -112,13 +118,10 @@ async def vllm_worker(model: Path, data_dir: Path, tokens: int, repeats: int) ->
         prompt_tokens=statistics.median(g.prompt_tokens for g in cold),
         prefill_ms=1000 * statistics.median(g.ttft_s for g in cold),
         prefill_cached_ms=1000 * statistics.median(g.ttft_s for g in cached),
-        decode_tok_s=statistics.median(
-            _decode_rate(g.completion_tokens, g.ttft_s, g.total_s) for g in single
-        ),
+        cached_tokens=cached_tokens,
+        decode_tok_s=statistics.median(_decode_rate(g.completion_tokens, g.ttft_s, g.total_s) for g in single),
         tok_s_4=sum(g.completion_tokens for g in four) / wall,
-        stream_tok_s_4=statistics.median(
-            _decode_rate(g.completion_tokens, g.ttft_s, g.total_s) for g in four
-        ),
+        stream_tok_s_4=statistics.median(_decode_rate(g.completion_tokens, g.ttft_s, g.total_s) for g in four),
         new_tokens=tokens,
     )
 
@@ -156,8 +159,9 @@ def hf_worker(model: Path, tokens: int, repeats: int) -> dict[str, Any]:
         return out.shape[1] - ids["input_ids"].shape[1], ttft, total
 
     run(messages(QUESTIONS[0], "warm-up"), 4)
-    prompt_tokens = [len(prompt_ids(messages(q, "x"))["input_ids"][0]) for q in QUESTIONS]
-    cold = [run(messages(q, uuid.uuid4().hex), 1) for q in QUESTIONS]
+    cold_prompts = [messages(q, uuid.uuid4().hex) for q in QUESTIONS]
+    prompt_tokens = [len(prompt_ids(m)["input_ids"][0]) for m in cold_prompts]
+    cold = [run(m, 1) for m in cold_prompts]
     single = [run(messages(QUESTIONS[i % 4]), tokens) for i in range(repeats)]
     t0 = time.monotonic()
     four = [run(messages(q), tokens) for q in QUESTIONS]
@@ -201,9 +205,7 @@ def run_worker(job: dict[str, Any], env: dict[str, str], timeout: float) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("results/engine"))
     parser.add_argument("--data-dir", type=Path, default=None, help="models and caches (default: the xApp's)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}")
@@ -223,9 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         job = json.loads(args.worker)
         if job["engine"] == "vllm":
-            result = asyncio.run(
-                vllm_worker(Path(job["model"]), Path(job["data_dir"]), job["tokens"], job["repeats"])
-            )
+            result = asyncio.run(vllm_worker(Path(job["model"]), Path(job["data_dir"]), job["tokens"], job["repeats"]))
         else:
             result = hf_worker(Path(job["model"]), job["tokens"], job["repeats"])
         print("RESULT " + json.dumps(result), flush=True)
@@ -292,23 +292,30 @@ def _print_row(row: dict[str, Any]) -> None:
     print(" ".join(f"{k}={_fmt(row.get(k))}" for k in FIELDS if row.get(k) is not None), flush=True)
 
 
+def _base(model: str) -> str:
+    return model.removesuffix("-w8a8").removesuffix("-bf16")
+
+
 def _print_ratios(rows: list[dict[str, Any]]) -> None:
     for hf in (r for r in rows if r["engine"] == "hf"):
-        for v in (r for r in rows if r["engine"] == "vllm" and r["model"] == hf["model"]):
+        for v in (r for r in rows if r["engine"] == "vllm" and _base(r["model"]) == _base(hf["model"])):
             decode = v["decode_tok_s"] / hf["decode_tok_s"]
             four = v["tok_s_4"] / hf["tok_s_4"]
             prefill = hf["prefill_ms"] / v["prefill_ms"]
             print(
-                f"{hf['model']} vLLM[{v['mode']}]/HF: decode ×{decode:.2f}, 4 requests ×{four:.2f}, "
+                f"{v['model']} vLLM[{v['mode']}] / {hf['model']} HF: decode ×{decode:.2f}, 4 requests ×{four:.2f}, "
                 f"prefill ×{prefill:.2f} faster"
             )
-    bf16 = {r["mode"]: r for r in rows if r["model"] == "qwen0.5b-bf16" and r["engine"] == "vllm"}
-    for w8 in (r for r in rows if r["model"] == "qwen0.5b-w8a8"):
-        if w8["mode"] in bf16:
-            b = bf16[w8["mode"]]
+    bf16 = {(_base(r["model"]), r["mode"]): r for r in rows if r["variant"] == "bf16" and r["engine"] == "vllm"}
+    for w8 in (r for r in rows if r["variant"] == "w8a8"):
+        b = bf16.get((_base(w8["model"]), w8["mode"]))
+        if b:
+            decode = w8["decode_tok_s"] / b["decode_tok_s"]
+            four = w8["tok_s_4"] / b["tok_s_4"]
+            prefill = b["prefill_ms"] / w8["prefill_ms"]
             print(
-                f"qwen0.5b W8A8/bf16 [{w8['mode']}]: decode ×{w8['decode_tok_s'] / b['decode_tok_s']:.2f}, "
-                f"4 requests ×{w8['tok_s_4'] / b['tok_s_4']:.2f}"
+                f"{_base(w8['model'])} W8A8/bf16 [{w8['mode']}]: decode ×{decode:.2f}, 4 requests ×{four:.2f}, "
+                f"prefill ×{prefill:.2f} faster"
             )
 
 

@@ -129,3 +129,15 @@ def test_default_model_is_converted_offline_once_and_cached(
     again = resolve_model("", models_dir)
     assert again == resolved
     assert weights.stat().st_mtime_ns == before
+
+    # On CPU the engine serves the default as int8 W8A8, quantized once from the bf16 conversion.
+    int8 = resolve_model("", models_dir, int8_default=True)
+    assert int8.name == f"{DEFAULT_MODEL_NAME}-W8A8" and int8.source == "default"
+    q = json.loads((Path(int8.path) / "config.json").read_text())["quantization_config"]
+    assert (q["quant_method"], q["format"]) == ("compressed-tensors", "int-quantized")
+    assert sorted(p.name for p in models_dir.iterdir()) == sorted([folder.name, Path(int8.path).name])
+
+    import xapp.llm.quantize
+
+    monkeypatch.setattr(xapp.llm.quantize, "quantize", must_not_convert)
+    assert resolve_model("", models_dir, int8_default=True) == int8

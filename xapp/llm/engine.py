@@ -43,6 +43,9 @@ GIB = 1 << 30
 # default and started faster; with vLLM's own in-process thread count it collapsed to a few tokens/s as
 # soon as another process wanted a core (idle OpenMP threads spin on the core the model needs).
 CPU_MULTIPROCESSING_DEFAULT = False
+# vLLM-CPU's default KV block is 128 tokens, and the prefix cache reuses whole blocks only: a shared system
+# prompt shorter than 128 tokens was never reused. 32 is the smallest block its attention kernel takes.
+CPU_BLOCK_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class EngineConfig:
     seed: int = 0
     dtype: str = "auto"
     multiprocessing: bool | None = None  # None: env, else CPU_MULTIPROCESSING_DEFAULT on CPU, vLLM's on GPU
+    default_int8: bool | None = None  # serve the offline default as W8A8; None: on CPU only
+    block_size: int | None = None  # KV block = prefix-cache granularity; None: CPU_BLOCK_SIZE on CPU
     cpu_threads: int | None = None  # in-process CPU engine: None → OMP_NUM_THREADS, else cores - 1
 
     @classmethod
@@ -154,6 +159,9 @@ def engine_args(config: EngineConfig, model: ResolvedModel, *, is_cpu: bool) -> 
         disable_log_stats=True,
         download_dir=str(config.models_dir / "hub"),
     )
+    block_size = config.block_size or (CPU_BLOCK_SIZE if is_cpu else None)
+    if block_size:
+        kwargs["block_size"] = block_size
     if is_cpu:
         kwargs["kv_cache_memory_bytes"] = max(1, int(config.kv_cache_gib * GIB))
     else:
@@ -209,8 +217,6 @@ class VLLMEngine:
     @classmethod
     @contextlib.asynccontextmanager
     async def _started(cls, config: EngineConfig) -> AsyncIterator[VLLMEngine]:
-        # A first start may convert the default model (tens of seconds): keep the loop responsive meanwhile.
-        model = await asyncio.to_thread(resolve_model, config.model, config.models_dir)
         try:
             from vllm.platforms import current_platform
         except ImportError as exc:
@@ -218,6 +224,9 @@ class VLLMEngine:
                 f"vLLM is not installed ({exc}); install the 'cpu' or 'gpu' extra, or run without the LLM"
             ) from None
         is_cpu = bool(current_platform.is_cpu())
+        int8 = is_cpu if config.default_int8 is None else config.default_int8
+        # A first start may convert the default model (tens of seconds): keep the loop responsive meanwhile.
+        model = await asyncio.to_thread(resolve_model, config.model, config.models_dir, int8_default=int8)
         rpc_dir, spawn_env = configure_environment(config, is_cpu=is_cpu)
         started = time.monotonic()
         try:

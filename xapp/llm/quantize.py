@@ -128,9 +128,12 @@ def quantize(
         else:
             tokenizer.save_pretrained(tmp)
         os.chmod(tmp, 0o755)
-        if dst.exists():
+        if dst.exists() and overwrite:
             shutil.rmtree(dst)
-        os.rename(tmp, dst)
+        try:
+            os.rename(tmp, dst)
+        except OSError:
+            raise ConfigError(f"{dst} appeared while quantizing (another run?); not replaced") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return QuantizeResult(dst, scheme, layers, time.monotonic() - started, bytes_before, bytes_after)
