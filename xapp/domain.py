@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -128,8 +128,3 @@ class Answer:
             "timings_ms": {k: round(v, 2) for k, v in self.timings_ms.items()},
             "steps": [s.to_dict() for s in self.steps],
         }
-
-
-def as_plain(obj: Any) -> Any:
-    """dataclass → dict for JSON output."""
-    return asdict(obj)

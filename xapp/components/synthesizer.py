@@ -62,20 +62,6 @@ class Synthesizer:
             )
         return ComponentResult(text, PathKind.LLM, usage, choice=choice)
 
-    async def synthesize(self, question: Question, history: Sequence[Step], deadline: float | None) -> ComponentResult:
-        """LLM path when an engine and a deadline are given; the template path otherwise or on failure."""
-        if self.llm is None or deadline is None:
-            return self.template(question, history)
-        try:
-            result = await self.synthesize_llm(question, history, deadline)
-        except NeedsTemplate as exc:
-            fallback = self.template(question, history, exc.reason)
-            fallback.usage = exc.usage
-            return fallback
-        if question.options and result.choice is None:
-            result.choice = self.template(question, history).choice
-        return result
-
 
 class NeedsTemplate(Exception):
     """The LLM synthesis produced nothing usable; ``usage`` is what it cost anyway."""

@@ -434,21 +434,30 @@ class ArgoPipeline:
         )
 
     async def retrieve(self, query: str, *, top_k: int | None = None, deadline: float) -> Step:
+        """One retrieval, answered even when the store fails or is too slow: no passages, and the reason."""
         if self.retriever is None:
             raise StoreUnavailable("no knowledge base is configured")
         t0 = time.perf_counter()
+        passages: list[Passage] = []
+        reason: str | None = None
         with tracer.start_as_current_span("argo.retrieve") as span:
             span.set_attribute("db.system", "chroma")
             span.set_attribute("argo.retrieval.top_k", top_k or self.retriever.top_k)
+            # A Chroma query cannot be aborted: stop waiting for it at the deadline.
+            timeout = max(deadline - time.monotonic(), 0.001)
             try:
-                passages = await self.retriever.retrieve(query, top_k)
+                passages = await asyncio.wait_for(self.retriever.retrieve(query, top_k), timeout)
                 self.store_error = None
             except StoreUnavailable as exc:
                 self.store_error = str(exc)
-                raise
+                span.record_exception(exc)
+                reason = f"retrieve: {exc}"
+            except asyncio.TimeoutError:
+                reason = f"retrieve: Chroma did not answer within {timeout * 1000:.0f} ms"
             span.set_attribute("argo.retrieval.hits", len(passages))
         ms = (time.perf_counter() - t0) * 1000.0
-        self.estimator.observe("retrieve", ms / 1000.0)
+        if reason is None or not self.store_error:  # a store failure says nothing about its speed
+            self.estimator.observe("retrieve", ms / 1000.0, censored=reason is not None)
         return Step(
             Action.RETRIEVE,
             PathKind.TEMPLATE,
@@ -457,6 +466,7 @@ class ArgoPipeline:
             ms,
             query=query,
             passages=passages,
+            fallback_reason=reason,
             timings_ms={RETRIEVER: ms},
         )
 

@@ -26,7 +26,7 @@ from google.protobuf.message import DecodeError
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
 from xapp.config import Settings
-from xapp.domain import Action, Answer, PathKind, Question, Step
+from xapp.domain import Answer, Question, Step
 from xapp.errors import EngineUnavailable, InvalidRequest, StoreUnavailable
 from xapp.server import convert, validation
 from xapp.server.admission import Admission, Overloaded
@@ -262,17 +262,20 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
                 await asyncio.gather(task, return_exceptions=True)
             self._refresh_health()
 
+    def _question_history_deadline(
+        self, request: pb.DecomposeRequest | pb.SynthesizeRequest
+    ) -> tuple[Question, list[Step], int]:
+        return (
+            validation.question(request.question, list(request.options), self.settings),
+            validation.history(list(request.history), self.settings),
+            validation.deadline_ms(request.deadline_ms),
+        )
+
     async def Decompose(self, request: pb.DecomposeRequest, context: grpc.aio.ServicerContext) -> pb.DecomposeReply:
         start = time.monotonic()
-
-        def validate() -> tuple[Question, list[Step], int]:
-            return (
-                validation.question(request.question, list(request.options), self.settings),
-                validation.history(list(request.history), self.settings),
-                validation.deadline_ms(request.deadline_ms),
-            )
-
-        pipeline, (question, history, deadline_ms) = await self._prepare(context, request, validate)
+        pipeline, (question, history, deadline_ms) = await self._prepare(
+            context, request, lambda: self._question_history_deadline(request)
+        )
         deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
         step, _ = await self._unary(
             context, "Decompose", deadline, lambda: pipeline.decompose(question, history, deadline=deadline)
@@ -293,21 +296,10 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         pipeline, (query, top_k, deadline_ms) = await self._prepare(context, request, validate)
         deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
 
-        async def retrieve() -> Step:
-            # A retrieval is answered even when the store fails or is too slow: no passages, and the reason.
-            try:
-                return await asyncio.wait_for(
-                    pipeline.retrieve(query, top_k=top_k, deadline=deadline),
-                    timeout=max(deadline - time.monotonic(), 0.001),
-                )
-            except StoreUnavailable as exc:
-                reason = f"retrieve: {exc}"
-            except asyncio.TimeoutError:
-                reason = f"retrieve: the store did not answer within {(deadline - start) * 1000:.0f} ms"
-            ms = _ms_since(start)
-            return Step(Action.RETRIEVE, PathKind.TEMPLATE, 0.0, 0.0, ms, query=query, fallback_reason=reason)
-
-        step, _ = await self._unary(context, "Retrieve", deadline, retrieve)
+        # The pipeline answers a retrieval even when the store fails or is too slow (no passages, the reason).
+        step, _ = await self._unary(
+            context, "Retrieve", deadline, lambda: pipeline.retrieve(query, top_k=top_k, deadline=deadline)
+        )
         self.metrics.record_step(step)
         return pb.RetrieveReply(
             passages=[convert.passage(p) for p in step.passages],
@@ -318,15 +310,9 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
 
     async def Synthesize(self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext) -> pb.AnswerReply:
         start = time.monotonic()
-
-        def validate() -> tuple[Question, list[Step], int]:
-            return (
-                validation.question(request.question, list(request.options), self.settings),
-                validation.history(list(request.history), self.settings),
-                validation.deadline_ms(request.deadline_ms),
-            )
-
-        pipeline, (question, history, deadline_ms) = await self._prepare(context, request, validate)
+        pipeline, (question, history, deadline_ms) = await self._prepare(
+            context, request, lambda: self._question_history_deadline(request)
+        )
         deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
         answer, queued_ms = await self._unary(
             context, "Synthesize", deadline, lambda: pipeline.synthesize(question, history, deadline=deadline)
