@@ -30,6 +30,7 @@ from typing import Any
 
 from xapp.bench.common import (
     BenchQuestion,
+    add_run_options,
     bench_settings,
     describe,
     difficulty_order,
@@ -307,9 +308,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline-ms", type=int, help="per-question deadline (default: settings, 1000)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up questions, not scored (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--data-dir", type=Path, help="all state lives here (default: $ARGO_DATA_DIR or per-user dir)")
-    p.add_argument("--model", help="model folder or hub id (default: offline SmolLM2-135M-Instruct)")
-    p.add_argument("--out", type=Path, required=True, help="folder for the CSVs, PNG and JSON")
+    add_run_options(p)
     return p
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -307,3 +308,10 @@ def prepare_out(out: Path) -> Path:
     if not os.access(out, os.W_OK):
         raise ArgoError(f"output folder {out} is not writable")
     return out
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """--data-dir, --model and --out: the same for every bench command."""
+    p.add_argument("--data-dir", type=Path, help="all state lives here (default: $ARGO_DATA_DIR or per-user dir)")
+    p.add_argument("--model", help="model folder or hub id (default: offline SmolLM2-135M-Instruct)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the CSVs, PNG and JSON")

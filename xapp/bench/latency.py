@@ -30,6 +30,7 @@ from typing import Any
 
 from xapp.bench.common import (
     BenchQuestion,
+    add_run_options,
     bench_settings,
     describe,
     load_questions,
@@ -407,9 +408,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         help="torch CPU threads of the HF baseline (default: like the vLLM engine, cores - 1)",
     )
-    p.add_argument("--data-dir", type=Path, help="all state lives here (default: $ARGO_DATA_DIR or per-user dir)")
-    p.add_argument("--model", help="model folder or hub id (default: offline SmolLM2-135M-Instruct)")
-    p.add_argument("--out", type=Path, required=True, help="folder for the CSVs, PNG and JSON")
+    add_run_options(p)
     return p
 
 
