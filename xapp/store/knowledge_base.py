@@ -2,12 +2,27 @@
 
 Embedded ``PersistentClient`` under the data directory by default; ``HttpClient`` to a ``chroma run`` server
 when ``chroma_mode`` is ``http``. Chroma is synchronous; async callers run ``query`` in a thread.
+
+Sources are managed (see :mod:`xapp.store.sources`): ingesting a document again replaces its chunks, a
+document gone from an ingested folder is removed, an unchanged one is not even read again. The built-in
+knowledge base is ingested the same way and repaired whenever it is not complete (a first ingestion killed
+midway, a package upgrade that changed it).
+
+Seeing other processes' writes: a server Chroma answers every client from one index, so a running xApp sees
+what ``argo-xapp ingest`` wrote at once. An embedded ``PersistentClient`` keeps its vector index in memory and
+does *not* see another process's writes (measured with chromadb 1.5: ``get`` sees new ids, ``count`` and
+``query`` do not, deletions stay visible). Every write therefore bumps a generation record; a knowledge base
+checks it at most once a second, off the query path, and re-opens its client when it changed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Iterable, Sequence
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,59 +30,127 @@ from typing import Any
 from xapp.config import Settings
 from xapp.domain import Passage
 from xapp.errors import StoreUnavailable
-from xapp.store.chunking import SUPPORTED_SUFFIXES, Chunk, chunk_file
+from xapp.store.chunking import Chunk, chunk_file
 from xapp.store.embedding import BATCH_SIZE, MiniLMEmbedder
+from xapp.store.sources import (
+    GENERATION_ID,
+    SourceInfo,
+    SourceRecord,
+    content_hash,
+    discover,
+    iter_documents,
+    matches_source,
+)
 
 BUILTIN_KB_DIR = Path(__file__).resolve().parent / "kb"
-BUILTIN_SOURCE_PREFIX = "argo-kb/"
+BUILTIN_LIBRARY = "argo-kb"
+BUILTIN_SOURCE_PREFIX = BUILTIN_LIBRARY + "/"
+REFRESH_INTERVAL_S = 1.0  # how often a knowledge base looks for other processes' writes
+_PAGE = 1000  # ids per get/delete call (below every Chroma backend's batch limit)
+
+__all__ = ["BUILTIN_KB_DIR", "BUILTIN_SOURCE_PREFIX", "IngestReport", "KnowledgeBase", "iter_documents"]
 
 
 @dataclass
 class IngestReport:
-    files: int = 0
-    skipped_files: int = 0
-    chunks: int = 0
-    added: int = 0
-    already_present: int = 0
+    files: int = 0  # documents found (after exclusions)
+    skipped_files: int = 0  # unreadable ones (their earlier chunks, if any, are kept)
+    excluded_files: int = 0
+    unchanged: int = 0  # same content hash as stored: not read again
+    updated: int = 0  # new or changed sources whose chunks were (re)written
+    removed_sources: int = 0  # sources no longer in the folder
+    chunks: int = 0  # chunks of the updated sources
+    added: int = 0  # of those, embedded and stored now
+    already_present: int = 0  # of those, stored before (same text in the same place)
+    removed: int = 0  # chunks deleted: stale parts of changed sources and removed sources
+    seconds: float = 0.0
 
     def summary(self) -> str:
         return (
-            f"ingested {self.files} files ({self.skipped_files} skipped): {self.chunks} chunks, "
-            f"{self.added} added, {self.already_present} already present"
+            f"ingested {self.files} files ({self.updated} new or changed, {self.unchanged} unchanged, "
+            f"{self.skipped_files} skipped, {self.excluded_files} excluded, {self.removed_sources} removed): "
+            f"{self.chunks} chunks, {self.added} added, {self.already_present} already present, "
+            f"{self.removed} removed in {self.seconds:.1f} s"
         )
+
+
+def _chroma_settings() -> Any:
+    from chromadb.config import Settings as ChromaSettings
+
+    return ChromaSettings(anonymized_telemetry=False)
 
 
 def _open_client(settings: Settings) -> Any:
     import chromadb
-    from chromadb.config import Settings as ChromaSettings
 
-    chroma_settings = ChromaSettings(anonymized_telemetry=False)
     if settings.chroma_mode == "http":
         try:
             return chromadb.HttpClient(
-                host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings
+                host=settings.chroma_host, port=settings.chroma_port, settings=_chroma_settings()
             )
         except Exception as exc:  # chromadb raises bare ValueError/ConnectionError variants
             raise StoreUnavailable(
                 f"cannot reach Chroma at {settings.chroma_host}:{settings.chroma_port}: {exc}"
             ) from exc
     settings.chroma_dir.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=chroma_settings)
+    return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=_chroma_settings())
+
+
+def _reopen_embedded(path: Path) -> Any:
+    """A fresh PersistentClient that reads what other processes wrote. chromadb caches one System per path
+    and would hand the stale one back; drop it from the cache (clients still holding it keep working)."""
+    import chromadb
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    with SharedSystemClient._refcount_lock:
+        SharedSystemClient._identifier_to_system.pop(str(path), None)
+        SharedSystemClient._identifier_to_refcount.pop(str(path), None)
+    return chromadb.PersistentClient(path=str(path), settings=_chroma_settings())
 
 
 class KnowledgeBase:
-    def __init__(self, client: Any, collection_name: str, embedder: MiniLMEmbedder) -> None:
+    def __init__(
+        self,
+        client: Any,
+        collection_name: str,
+        embedder: MiniLMEmbedder,
+        reopen: Callable[[], Any] | None = None,
+        mode: str = "embedded",
+    ) -> None:
         self._client = client
         self._embedder = embedder
+        self._reopen = reopen  # embedded: a fresh client that sees other processes' writes
         self.collection_name = collection_name
-        # Vectors come from our own embedder; Chroma's default one would try a download.
-        self._collection = client.get_or_create_collection(
-            name=collection_name, metadata={"hnsw:space": "cosine"}, embedding_function=None
-        )
+        self.mode = mode
+        self._col, self._sources = self._open_collections(client)
+        self._generation = self._read_generation()
+        self._checked_at = time.monotonic()
+        self._refresh_lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: Settings, embedder: MiniLMEmbedder | None = None) -> KnowledgeBase:
-        return cls(_open_client(settings), settings.collection, embedder or MiniLMEmbedder())
+        reopen = None
+        if settings.chroma_mode != "http":
+            path = settings.chroma_dir
+            reopen = lambda: _reopen_embedded(path)  # noqa: E731
+        return cls(
+            _open_client(settings), settings.collection, embedder or MiniLMEmbedder(), reopen, settings.chroma_mode
+        )
+
+    def _open_collections(self, client: Any) -> tuple[Any, Any]:
+        # Vectors come from our own embedder; Chroma's default one would try a download.
+        chunks = client.get_or_create_collection(
+            name=self.collection_name, metadata={"hnsw:space": "cosine"}, embedding_function=None
+        )
+        sources = client.get_or_create_collection(name=f"{self.collection_name}.sources", embedding_function=None)
+        return chunks, sources
+
+    @property
+    def _collection(self) -> Any:
+        """The chunk collection for reading; looks (at most once a second, in the background) whether another
+        process changed the store, and swaps in a fresh view when it did."""
+        self._maybe_check()
+        return self._col
 
     @property
     def embedder(self) -> MiniLMEmbedder:
@@ -87,6 +170,68 @@ class KnowledgeBase:
             return True
         except Exception:
             return False
+
+    # ---- consistency hooks -------------------------------------------------------------------------------
+    def _on_chunks_changed(self, added: Sequence[Chunk] = (), removed_ids: Sequence[str] = ()) -> None:
+        """Called after every write this process makes to the chunk collection: ``added`` were just stored,
+        ``removed_ids`` just deleted. An index kept beside the vectors (lexical search) updates itself here.
+        Writes by other processes, and ``reset``, arrive through :meth:`_on_store_changed` instead."""
+
+    def _on_store_changed(self) -> None:
+        """Called after :meth:`refresh` (another process changed the store) and after :meth:`reset`: state
+        derived from the collection must be rebuilt from it."""
+
+    # ---- seeing other processes' writes ---------------------------------------------------------------
+    def _read_generation(self) -> str | None:
+        try:
+            got = self._sources.get(ids=[GENERATION_ID], include=["metadatas"])
+        except Exception:
+            return None  # a collection deleted by another process's reset: refresh will re-open it
+        metas = got.get("metadatas") or []
+        return str(metas[0].get("value")) if metas and metas[0] else ""
+
+    def _bump_generation(self) -> None:
+        value = uuid.uuid4().hex
+        self._sources.upsert(
+            ids=[GENERATION_ID], embeddings=[[1.0]], metadatas=[{"kind": "generation", "value": value}]
+        )
+        self._generation = value
+
+    def _maybe_check(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < REFRESH_INTERVAL_S or not self._refresh_lock.acquire(blocking=False):
+            return
+        self._checked_at = now
+
+        def check() -> None:
+            try:
+                self._refresh_if_changed()
+            except Exception as exc:  # the store is down: queries will say so; try again next interval
+                print(f"knowledge base refresh failed: {exc}", file=sys.stderr)
+            finally:
+                self._refresh_lock.release()
+
+        threading.Thread(target=check, name="kb-refresh", daemon=True).start()
+
+    def _refresh_if_changed(self) -> bool:
+        generation = self._read_generation()
+        if generation is not None and generation == self._generation:
+            return False
+        self._do_refresh()
+        return True
+
+    def refresh(self) -> bool:
+        """Look now whether another process changed the store; re-open if so. True when it had changed."""
+        with self._refresh_lock:
+            self._checked_at = time.monotonic()
+            return self._refresh_if_changed()
+
+    def _do_refresh(self) -> None:
+        client = self._reopen() if self._reopen is not None else self._client
+        chunks, sources = self._open_collections(client)
+        self._client, self._col, self._sources = client, chunks, sources
+        self._generation = self._read_generation()
+        self._on_store_changed()
 
     # ---- reading ---------------------------------------------------------------------------------
     def query(self, text: str, k: int) -> list[Passage]:
@@ -123,83 +268,282 @@ class KnowledgeBase:
             )
         return passages
 
+    # ---- the catalogue --------------------------------------------------------------------------------
+    def records(self, library: str | None = None) -> dict[str, SourceRecord]:
+        where: dict[str, Any] = {"kind": "source"}
+        if library is not None:
+            where = {"$and": [{"kind": "source"}, {"library": library}]}
+        got = self._sources.get(where=where, include=["metadatas"])
+        return {
+            rec.source: rec for rec in (SourceRecord.from_metadata(dict(m)) for m in got.get("metadatas") or [] if m)
+        }
+
+    def _write_records(self, records: Sequence[SourceRecord]) -> None:
+        for start in range(0, len(records), _PAGE):
+            page = records[start : start + _PAGE]
+            self._sources.upsert(
+                ids=[r.source for r in page], embeddings=[[1.0]] * len(page), metadatas=[r.to_metadata() for r in page]
+            )
+
+    def _chunk_sources(self) -> dict[str, int]:
+        """Chunks per source, counted in the collection itself (what is really there)."""
+        counts: dict[str, int] = {}
+        offset = 0
+        while True:
+            got = self._col.get(include=["metadatas"], limit=_PAGE, offset=offset)
+            metas = got.get("metadatas") or []
+            for meta in metas:
+                source = str((meta or {}).get("source", ""))
+                counts[source] = counts.get(source, 0) + 1
+            if len(got["ids"]) < _PAGE:
+                return counts
+            offset += _PAGE
+
+    def sources(self) -> list[SourceInfo]:
+        """Every source: its record joined with the chunks stored for it, sorted by name."""
+        counts = self._chunk_sources()
+        records = self.records()
+        infos: list[SourceInfo] = []
+        for name in sorted(set(counts) | set(records)):
+            rec = records.get(name)
+            if rec is None:
+                infos.append(SourceInfo(name, counts[name], "unmanaged", None, "", Path(name).suffix.lower(), 0))
+                continue
+            status = "ok" if rec.complete and counts.get(name, 0) == rec.chunks else "incomplete"
+            infos.append(
+                SourceInfo(name, counts.get(name, 0), status, rec.ingested_at, rec.sha256, rec.format, rec.size)
+            )
+        return infos
+
+    def stats(self) -> dict[str, Any]:
+        infos = self.sources()
+        libraries: dict[str, dict[str, int]] = {}
+        formats: dict[str, int] = {}
+        for info in infos:
+            lib = libraries.setdefault(info.source.split("/", 1)[0], {"sources": 0, "chunks": 0})
+            lib["sources"] += 1
+            lib["chunks"] += info.chunks
+            formats[info.format or "?"] = formats.get(info.format or "?", 0) + 1
+        return {
+            "collection": self.collection_name,
+            "mode": self.mode,
+            "embedder": self._embedder.name,
+            "chunks": self._col.count(),
+            "sources": len(infos),
+            "incomplete": sum(1 for i in infos if i.status == "incomplete"),
+            "unmanaged": sum(1 for i in infos if i.status == "unmanaged"),
+            "bytes": sum(i.size for i in infos),
+            "libraries": libraries,
+            "formats": formats,
+        }
+
     # ---- writing ---------------------------------------------------------------------------------
+    def _ids_of(self, source: str) -> list[str]:
+        return list(self._col.get(where={"source": source}, include=[])["ids"])
+
+    def _delete_ids(self, ids: Sequence[str]) -> None:
+        for start in range(0, len(ids), _PAGE):
+            page = list(ids[start : start + _PAGE])
+            self._col.delete(ids=page)
+            self._on_chunks_changed(removed_ids=page)
+
+    def _remove_source(self, source: str) -> int:
+        ids = self._ids_of(source)
+        self._delete_ids(ids)
+        self._sources.delete(ids=[source])
+        return len(ids)
+
+    def remove_sources(self, patterns: Sequence[str]) -> dict[str, int]:
+        """Remove the sources matching each pattern (a name, a glob or a library); returns chunks removed per
+        source. A pattern that matches nothing raises ``KeyError`` before anything is removed."""
+        known = set(self.records()) | set(self._chunk_sources())
+        matched: dict[str, None] = {}
+        for pattern in patterns:
+            hits = sorted(s for s in known if matches_source(s, pattern))
+            if not hits:
+                raise KeyError(pattern)
+            matched.update(dict.fromkeys(hits))
+        removed = {source: self._remove_source(source) for source in matched}
+        if removed:
+            self._bump_generation()
+        return removed
+
+    def reset(self) -> None:
+        """Drop every chunk and record. The built-in knowledge base comes back on the next start."""
+        for name in (self.collection_name, f"{self.collection_name}.sources"):
+            with contextlib.suppress(Exception):  # not there (another process reset first)
+                self._client.delete_collection(name)
+        self._col, self._sources = self._open_collections(self._client)
+        self._bump_generation()
+        self._on_store_changed()
+
     def add_chunks(self, chunks: Sequence[Chunk], batch_size: int = BATCH_SIZE, progress: Any = None) -> int:
-        """Embed and store the chunks not yet present; returns how many were added.
+        """Embed and store the chunks not yet present; returns how many were added. Chunks already stored get
+        their metadata (position, page) refreshed without being embedded again.
 
         Each batch is written in one call with content-hash ids, so a run killed midway leaves only whole
         chunks behind and the next run adds exactly the rest.
         """
-        unique: dict[str, Chunk] = {}
-        for chunk in chunks:
-            unique.setdefault(chunk.id, chunk)
-        todo = list(unique.values())
         added = 0
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            present = set(self._collection.get(ids=[c.id for c in batch], include=[])["ids"])
-            fresh = [c for c in batch if c.id not in present]
-            if fresh:
-                # The heading gives a chunk that starts mid-section its subject back.
-                vectors = self._embedder.embed(
-                    [f"{c.heading}: {c.text}" if c.heading else c.text for c in fresh], batch_size=batch_size
-                )
-                self._collection.upsert(
-                    ids=[c.id for c in fresh],
-                    documents=[c.text for c in fresh],
-                    metadatas=[c.metadata for c in fresh],
-                    embeddings=vectors.tolist(),
-                )
-                added += len(fresh)
+        for start in range(0, len(chunks), batch_size):
+            added += self._add_batch(chunks[start : start + batch_size], batch_size)
             if progress is not None:
-                progress.update(len(batch))
+                progress.update(len(chunks[start : start + batch_size]))
         return added
 
+    def _add_batch(self, batch: Sequence[Chunk], batch_size: int) -> int:
+        unique = list({c.id: c for c in batch}.values())
+        present = set(self._col.get(ids=[c.id for c in unique], include=[])["ids"])
+        fresh = [c for c in unique if c.id not in present]
+        kept = [c for c in unique if c.id in present]
+        if kept:
+            self._col.update(ids=[c.id for c in kept], metadatas=[c.metadata for c in kept])
+        if fresh:
+            # The heading gives a chunk that starts mid-section its subject back.
+            vectors = self._embedder.embed(
+                [f"{c.heading}: {c.text}" if c.heading else c.text for c in fresh], batch_size=batch_size
+            )
+            self._col.upsert(
+                ids=[c.id for c in fresh],
+                documents=[c.text for c in fresh],
+                metadatas=[c.metadata for c in fresh],
+                embeddings=vectors.tolist(),
+            )
+            self._on_chunks_changed(added=fresh)
+        return len(fresh)
+
     def ingest(
-        self, root: Path, source_prefix: str = "", batch_size: int = BATCH_SIZE, show_progress: bool = True
+        self,
+        root: Path,
+        source_prefix: str = "",
+        batch_size: int = BATCH_SIZE,
+        show_progress: bool = True,
+        *,
+        exclude: Sequence[str] = (),
+        default_excludes: bool = True,
+        library: str | None = None,
     ) -> IngestReport:
-        """Ingest a file or every supported file below a folder; sources are paths relative to ``root``."""
+        """Ingest a file or every supported file below a folder, replacing what each source held before.
+
+        Sources are named ``LIBRARY/PATH``: the library is ``library``, else the folder's name (a single file:
+        its folder's name, so it replaces the same source a folder ingestion made). A folder's ingestion also
+        removes the sources of its library whose files are gone or now excluded. ``source_prefix`` (older
+        callers) names the library ``source_prefix`` without its slash.
+        """
         from tqdm import tqdm
 
+        t0 = time.monotonic()
         root = root.resolve()
-        files = list(iter_documents(root))
-        report = IngestReport()
-        chunks: list[Chunk] = []
-        for path in files:
-            rel = path.name if root.is_file() else path.relative_to(root).as_posix()
-            try:
-                file_chunks = chunk_file(path, source_prefix + rel)
-            except (OSError, UnicodeError, ValueError) as exc:
-                print(f"skipping {path}: {exc}", file=sys.stderr)
-                report.skipped_files += 1
-                continue
-            report.files += 1
-            chunks.extend(file_chunks)
-        unique_ids = {c.id for c in chunks}
-        report.chunks = len(unique_ids)
+        found = discover(root, exclude, default_excludes)
+        is_dir = root.is_dir()
+        base = root if is_dir else root.parent
+        if library is None:
+            library = source_prefix.rstrip("/") or base.name or "docs"
+        builtin = library == BUILTIN_LIBRARY
+        desc = f" {BUILTIN_LIBRARY}" if builtin else ""
+        report = IngestReport(files=len(found.files), excluded_files=len(found.excluded))
+        records = self.records(library)
+        current: set[str] = set()
+        todo: list[tuple[SourceRecord, list[Chunk]]] = []
         with tqdm(
-            total=len(chunks), unit="chunk", desc="embedding", disable=not show_progress, file=sys.stderr
+            total=len(found.files), unit="file", desc=f"reading{desc}", disable=not show_progress, file=sys.stderr
         ) as bar:
-            report.added = self.add_chunks(chunks, batch_size=batch_size, progress=bar)
+            for path in found.files:
+                source = f"{library}/{path.relative_to(base).as_posix()}"
+                current.add(source)
+                try:
+                    data = path.read_bytes()
+                    digest = content_hash(data)
+                    old = records.get(source)
+                    if old is not None and old.complete and old.sha256 == digest:
+                        report.unchanged += 1
+                        continue
+                    chunks = chunk_file(path, source)
+                except (OSError, UnicodeError, ValueError) as exc:
+                    bar.write(f"skipping {path}: {exc}", file=sys.stderr)
+                    report.skipped_files += 1
+                    continue
+                finally:
+                    bar.update(1)
+                record = SourceRecord(
+                    source,
+                    library,
+                    digest,
+                    len({c.id for c in chunks}),
+                    time.time(),
+                    False,
+                    path.suffix.lower(),
+                    len(data),
+                )
+                todo.append((record, chunks))
+        gone = sorted(set(records) - current) if is_dir else []
+
+        # Mark the sources about to change as incomplete first: a run killed from here on leaves them so, and
+        # the next run (or start, for the built-in ones) redoes them.
+        self._write_records([record for record, _ in todo])
+        report.updated = len(todo)
+        report.chunks = sum(record.chunks for record, _ in todo)
+        total = sum(len(chunks) for _, chunks in todo)
+        with tqdm(
+            total=total, unit="chunk", desc=f"embedding{desc}", disable=not show_progress, file=sys.stderr
+        ) as bar:
+            pending: list[tuple[SourceRecord, list[Chunk], set[str]]] = []
+            batch: list[Chunk] = []
+            for record, chunks in todo:
+                pending.append((record, chunks, set(self._ids_of(record.source))))
+                for chunk in chunks:
+                    batch.append(chunk)
+                    if len(batch) >= batch_size:
+                        report.added += self._add_batch(batch, batch_size)
+                        bar.update(len(batch))
+                        batch = []
+                        report.removed += self._finish_sources(pending[:-1])
+                        pending = pending[-1:]
+            if batch:
+                report.added += self._add_batch(batch, batch_size)
+                bar.update(len(batch))
+            report.removed += self._finish_sources(pending)
         report.already_present = report.chunks - report.added
+        for source in gone:
+            report.removed += self._remove_source(source)
+        report.removed_sources = len(gone)
+        if todo or gone:
+            self._bump_generation()
+        report.seconds = time.monotonic() - t0
         return report
 
+    def _finish_sources(self, done: Sequence[tuple[SourceRecord, list[Chunk], set[str]]]) -> int:
+        """Every chunk of these sources is stored: delete what they held before and mark them complete."""
+        removed = 0
+        finished: list[SourceRecord] = []
+        for record, chunks, before in done:
+            stale = sorted(before - {c.id for c in chunks})
+            self._delete_ids(stale)
+            removed += len(stale)
+            finished.append(
+                SourceRecord(
+                    record.source,
+                    record.library,
+                    record.sha256,
+                    record.chunks,
+                    time.time(),
+                    True,
+                    record.format,
+                    record.size,
+                )
+            )
+        self._write_records(finished)
+        return removed
+
     def ensure_builtin(self, show_progress: bool = False) -> IngestReport | None:
-        """First use: an empty collection gets the O-RAN knowledge base shipped with the package."""
-        if self.count() > 0:
+        """The O-RAN knowledge base shipped with the package, by content hash like any library: ingested on
+        first use, and repaired on every start where it is not complete (a first ingestion killed midway, a
+        source removed, a package upgrade that changed a file). None when it was already complete."""
+        records = self.records(BUILTIN_LIBRARY)
+        expected = {
+            BUILTIN_SOURCE_PREFIX + path.relative_to(BUILTIN_KB_DIR).as_posix(): content_hash(path.read_bytes())
+            for path in discover(BUILTIN_KB_DIR, default_excludes=False).files
+        }
+        if {s: r.sha256 for s, r in records.items() if r.complete} == expected:
             return None
-        return self.ingest(BUILTIN_KB_DIR, source_prefix=BUILTIN_SOURCE_PREFIX, show_progress=show_progress)
-
-
-def iter_documents(root: Path) -> Iterable[Path]:
-    """Supported files under root (or root itself), in a stable order so runs are reproducible."""
-    if not root.exists():
-        raise FileNotFoundError(f"no such file or folder: {root}")
-    if root.is_file():
-        if root.suffix.lower() not in SUPPORTED_SUFFIXES:
-            raise ValueError(f"{root}: unsupported file type (supported: {', '.join(SUPPORTED_SUFFIXES)})")
-        yield root
-        return
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES and not path.name.startswith("."):
-            yield path
+        return self.ingest(BUILTIN_KB_DIR, library=BUILTIN_LIBRARY, default_excludes=False, show_progress=show_progress)
