@@ -27,11 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from xapp.config import Settings
 from xapp.domain import Passage
 from xapp.errors import StoreUnavailable
 from xapp.store.chunking import Chunk, chunk_file
 from xapp.store.embedding import BATCH_SIZE, MiniLMEmbedder
+from xapp.store.lexical import HybridSettings, LexicalIndex, reciprocal_rank_fusion
 from xapp.store.sources import (
     GENERATION_ID,
     SourceInfo,
@@ -126,6 +129,9 @@ class KnowledgeBase:
         self._generation = self._read_generation()
         self._checked_at = time.monotonic()
         self._refresh_lock = threading.Lock()
+        # BM25 over the same chunks, rebuilt from the current collection when its fingerprint changes.
+        self.lexical = LexicalIndex(lambda: self._collection)
+        self.hybrid: HybridSettings | None = HybridSettings()
 
     @classmethod
     def open(cls, settings: Settings, embedder: MiniLMEmbedder | None = None) -> KnowledgeBase:
@@ -235,16 +241,29 @@ class KnowledgeBase:
 
     # ---- reading ---------------------------------------------------------------------------------
     def query(self, text: str, k: int) -> list[Passage]:
+        """The ``k`` passages that best match ``text``: dense MiniLM search and BM25 fused by rank.
+
+        The dense top ``hybrid.dense_n`` and the BM25 top ``hybrid.lexical_n`` (see :mod:`xapp.store.lexical`)
+        are fused by reciprocal rank fusion; the list comes in fused order, best first. Each passage's
+        ``score`` stays the cosine similarity of the query with the passage's stored embedding (so a
+        BM25-only hit scores as the embedder sees it: the order, not the score, carries the fusion), and
+        ``vector`` holds that embedding. ``hybrid = None`` gives the dense search alone.
+        """
+        if k <= 0:
+            return []
+        hybrid = self.hybrid
         try:
+            collection = self._collection
             vector = self._embedder.embed([text])[0]
-            result = self._collection.query(
+            result = collection.query(
                 query_embeddings=[vector.tolist()],
-                n_results=k,
+                n_results=max(k, hybrid.dense_n) if hybrid else k,
                 include=["documents", "metadatas", "distances", "embeddings"],
             )
+            hits = self.lexical.search(text, hybrid.lexical_n) if hybrid else []
         except Exception as exc:
             raise StoreUnavailable(f"Chroma query failed: {exc}") from exc
-        passages: list[Passage] = []
+        dense: dict[str, Passage] = {}
         embeddings = result.get("embeddings")
         vectors = embeddings[0] if embeddings is not None else [None] * len(result["ids"][0])
         for pid, doc, meta, dist, vec in zip(
@@ -256,13 +275,41 @@ class KnowledgeBase:
             strict=True,
         ):
             meta = meta or {}
+            dense[pid] = Passage(
+                id=pid,
+                text=doc or "",
+                source=str(meta.get("source", "")),
+                heading=str(meta.get("heading", "")),
+                score=1.0 - float(dist),
+                vector=tuple(float(x) for x in vec) if vec is not None else None,
+            )
+        if not hybrid:
+            return list(dense.values())[:k]
+        fused = reciprocal_rank_fusion([list(dense), [h.id for h in hits]], k=hybrid.rrf_k)
+        dense_rank = {pid: i for i, pid in enumerate(dense)}
+        order = sorted(fused, key=lambda pid: (-fused[pid], dense_rank.get(pid, len(dense_rank))))[:k]
+        lexical = {h.id: h for h in hits}
+        missing = [pid for pid in order if pid not in dense]
+        stored: dict[str, Any] = {}
+        if missing:  # BM25-only hits: their stored embeddings, for the score and the option scorer
+            try:
+                got = collection.get(ids=missing, include=["embeddings"])
+            except Exception as exc:
+                raise StoreUnavailable(f"Chroma get failed: {exc}") from exc
+            stored = dict(zip(got["ids"], got["embeddings"], strict=True))
+        passages: list[Passage] = []
+        for pid in order:
+            if pid in dense:
+                passages.append(dense[pid])
+                continue
+            hit, vec = lexical[pid], stored.get(pid)
             passages.append(
                 Passage(
                     id=pid,
-                    text=doc or "",
-                    source=str(meta.get("source", "")),
-                    heading=str(meta.get("heading", "")),
-                    score=1.0 - float(dist),
+                    text=hit.text,
+                    source=hit.source,
+                    heading=hit.heading,
+                    score=float(np.dot(vector, np.asarray(vec, dtype=np.float32))) if vec is not None else 0.0,
                     vector=tuple(float(x) for x in vec) if vec is not None else None,
                 )
             )

@@ -1,0 +1,258 @@
+"""Lexical (BM25) search over the chunks of the Chroma collection, kept consistent with it by fingerprint.
+
+Dense MiniLM search finds paraphrases but misses exact identifiers: a question about port ``36422``,
+``RIC_SUB_REQ`` or ``RMR_SEED_RT`` needs the chunk that holds that very string. :class:`LexicalIndex` is a
+`bm25s <https://github.com/xhluca/bm25s>`_ index over the same chunks, built from the collection's own
+contents (``collection.get``), so it does not care which process or which code path wrote them.
+
+**Consistency.** Before each search the index compares the collection's fingerprint — its ``count()`` and
+the id of its newest record (``get(offset=count - 1, limit=1)``; Chroma returns records in insertion order)
+— with the one it was built from; about 2 ms on the full O-RAN SC corpus. Any add, upsert of a new id or
+delete changes it; the index then lists the ids (a few ms), fetches only the chunks it has not tokenised yet,
+and rebuilds the BM25 matrix from cached tokens. A full build of the 1,266 chunks of the O-RAN SC docs takes
+a few hundred ms on this project's 2-core machine (docs/performance.md), so the index lives in memory and is
+built on first use (the pipeline's start-up calibration query does that) rather than persisted. One case the
+fingerprint cannot see is a rewrite of an existing id with different text while the count stays the same;
+ingestion never does that, because chunk ids are hashes of their content.
+
+**Tokens.** :func:`tokenize` lower-cases, keeps identifiers intact and also indexes their parts: a "compound"
+of alphanumerics joined by ``. _ - / :`` is one token (``36422:32222/sctp``, ``ricxappframe.alarm.alarm``,
+``ric_sub_req``, ``e2term-sctp-alpha``), then its ``/``/``:`` segments, then its atoms split at ``. _ -`` and
+at camelCase humps (``readSubsFromDb`` → ``read``, ``subs``, ``from``, ``db``). Plain words are stemmed
+(Snowball English through PyStemmer) and English stop words dropped; compounds and tokens with digits are
+never stemmed, so exact matches stay exact.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+_COMPOUND = re.compile(r"[A-Za-z0-9]+(?:[._\-/:][A-Za-z0-9]+)*")
+_SEGMENT_SPLIT = re.compile(r"[/:]")
+_ATOM_SPLIT = re.compile(r"[._\-]")
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_FETCH_BATCH = 500
+
+
+@lru_cache(maxsize=1)
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Any:
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def _word(token: str, stem: bool, out: list[str]) -> None:
+    """A lower-cased atom: dropped if a stop word, stemmed if purely alphabetic."""
+    if not token or token in _stopwords():
+        return
+    if stem and token.isalpha() and len(token) > 3:
+        token = _stemmer().stemWord(token)
+    out.append(token)
+
+
+def tokenize(text: str, stem: bool = True) -> list[str]:
+    """BM25 tokens of ``text``: whole identifiers plus their parts (see the module docstring)."""
+    out: list[str] = []
+    for match in _COMPOUND.finditer(text):
+        raw = match.group(0)
+        compound = raw.lower()
+        if not _SEGMENT_SPLIT.search(raw) and not _ATOM_SPLIT.search(raw):
+            parts = _CAMEL.findall(raw) if not raw.islower() and not raw.isupper() else []
+            if len(parts) > 1:
+                out.append(compound)  # the identifier as written: readsubsfromdb
+                for part in parts:
+                    _word(part.lower(), stem, out)
+            else:
+                _word(compound, stem, out)
+            continue
+        out.append(compound)
+        segments = [s for s in _SEGMENT_SPLIT.split(raw) if s]
+        for segment in segments if len(segments) > 1 else []:
+            if _ATOM_SPLIT.search(segment):
+                out.append(segment.lower())
+        for segment in segments:
+            for atom in _ATOM_SPLIT.split(segment):
+                if not atom:
+                    continue
+                parts = _CAMEL.findall(atom) if not atom.islower() and not atom.isupper() else []
+                if len(parts) > 1:
+                    out.append(atom.lower())
+                    for part in parts:
+                        _word(part.lower(), stem, out)
+                else:
+                    _word(atom.lower(), stem, out)
+    return out
+
+
+def document_text(text: str, heading: str) -> str:
+    """What the BM25 index sees of a chunk: its heading path, then its text (as the embedder sees it)."""
+    return f"{heading}\n{text}" if heading else text
+
+
+@dataclass(frozen=True)
+class LexicalHit:
+    id: str
+    score: float  # BM25 score (bm25s "lucene" variant); only comparable within one query
+    text: str
+    source: str
+    heading: str
+
+
+@dataclass
+class _Doc:
+    tokens: list[str]
+    text: str
+    source: str
+    heading: str
+
+
+@dataclass(frozen=True)
+class BuildStats:
+    chunks: int
+    tokenized: int  # chunks fetched and tokenised by this build (the rest came from the cache)
+    seconds: float
+
+
+class LexicalIndex:
+    """BM25 over a Chroma collection's chunks, rebuilt when the collection's fingerprint changes.
+
+    Thread-safe: searches share one lock with the refresh, so a rebuild is seen whole or not at all.
+    """
+
+    def __init__(
+        self, collection: Any | Callable[[], Any], k1: float = 1.2, b: float = 0.75, stem: bool = True
+    ) -> None:
+        # A collection, or a function returning the current one (a knowledge base swaps in a fresh client
+        # when another process wrote to an embedded store).
+        self._get_collection: Callable[[], Any] = collection if callable(collection) else (lambda: collection)
+        self._k1 = k1
+        self._b = b
+        self._stem = stem
+        self._lock = threading.Lock()
+        self._fingerprint: tuple[int, str | None] | None = None
+        self._docs: dict[str, _Doc] = {}
+        self._ids: list[str] = []
+        self._bm25: Any = None
+        self.last_build: BuildStats | None = None
+
+    @property
+    def collection(self) -> Any:
+        return self._get_collection()
+
+    @property
+    def stem(self) -> bool:
+        return self._stem
+
+    # ---- consistency -----------------------------------------------------------------------------
+    def fingerprint(self) -> tuple[int, str | None]:
+        """(count, id of the newest record): changes with every add, delete or new upsert."""
+        collection = self._get_collection()
+        count = int(collection.count())
+        if count == 0:
+            return (0, None)
+        newest = collection.get(offset=count - 1, limit=1, include=[])["ids"]
+        return (count, str(newest[0]) if newest else None)
+
+    def refresh(self) -> bool:
+        """Bring the index up to date with the collection; returns whether it was rebuilt."""
+        with self._lock:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> bool:
+        collection = self._get_collection()
+        fingerprint = self.fingerprint()
+        if fingerprint == self._fingerprint:
+            return False
+        t0 = time.perf_counter()
+        ids = [str(i) for i in collection.get(include=[])["ids"]] if fingerprint[0] else []
+        missing = [i for i in ids if i not in self._docs]
+        for start in range(0, len(missing), _FETCH_BATCH):
+            batch = missing[start : start + _FETCH_BATCH]
+            got = collection.get(ids=batch, include=["documents", "metadatas"])
+            for pid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
+                meta = meta or {}
+                text, heading = doc or "", str(meta.get("heading", ""))
+                self._docs[str(pid)] = _Doc(
+                    tokenize(document_text(text, heading), self._stem), text, str(meta.get("source", "")), heading
+                )
+        present = set(ids)
+        for gone in [i for i in self._docs if i not in present]:
+            del self._docs[gone]
+        ids = [i for i in ids if i in self._docs]  # written between the listing and the fetch: next refresh
+        self._ids = ids
+        self._bm25 = self._build([self._docs[i].tokens for i in ids]) if ids else None
+        self._fingerprint = fingerprint
+        self.last_build = BuildStats(len(ids), len(missing), time.perf_counter() - t0)
+        return True
+
+    def _build(self, corpus_tokens: Sequence[list[str]]) -> Any:
+        import bm25s
+
+        bm25 = bm25s.BM25(k1=self._k1, b=self._b, method="lucene")
+        # A chunk with no token at all still needs a row; "" is bm25s's own empty token.
+        bm25.index([tokens or [""] for tokens in corpus_tokens], show_progress=False)
+        return bm25
+
+    # ---- reading ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def search(self, text: str, n: int) -> list[LexicalHit]:
+        """The ``n`` best BM25 matches for ``text`` (fewer when fewer chunks share a token with it)."""
+        with self._lock:
+            self._refresh_locked()
+            if self._bm25 is None or n <= 0:
+                return []
+            query_ids = self._bm25.get_tokens_ids(_unique(tokenize(text, self._stem)))
+            if not query_ids:
+                return []
+            scores = np.asarray(self._bm25.get_scores(query_ids), dtype=np.float64)
+            n = min(n, len(scores))
+            top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+            top = top[np.lexsort((top, -scores[top]))]  # best first, ties in index order
+            hits: list[LexicalHit] = []
+            for i in top:
+                if scores[i] <= 0.0:
+                    break
+                pid = self._ids[int(i)]
+                doc = self._docs[pid]
+                hits.append(LexicalHit(pid, float(scores[i]), doc.text, doc.source, doc.heading))
+            return hits
+
+
+def _unique(tokens: Iterable[str]) -> list[str]:
+    """Query tokens once each: a repeated query word should not count twice."""
+    return list(dict.fromkeys(tokens))
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: float = 60.0) -> dict[str, float]:
+    """RRF (Cormack et al., 2009): each id scores the sum over rankings of 1 / (k + rank), ranks from 1."""
+    fused: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, pid in enumerate(ranking, start=1):
+            fused[pid] = fused.get(pid, 0.0) + 1.0 / (k + rank)
+    return fused
+
+
+@dataclass(frozen=True)
+class HybridSettings:
+    """How :meth:`KnowledgeBase.query` fuses the two searches (tuned on bench/data/oran_sc_eval.jsonl)."""
+
+    dense_n: int = 20  # dense candidates taken into the fusion (at least k)
+    lexical_n: int = 20  # BM25 candidates taken into the fusion
+    rrf_k: float = 60.0  # RRF's rank offset: larger flattens the advantage of the very first ranks
