@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xapp import __version__
+from xapp import __version__, kb_cli
 from xapp.config import STRATEGIES, Settings, load_settings
 from xapp.domain import Action
 from xapp.errors import ArgoError
@@ -75,11 +75,14 @@ def _parser() -> argparse.ArgumentParser:
         policy.add_argument(f"--{name}", type=float)
     _add_common(policy)
 
-    ingest = sub.add_parser("ingest", help="add .md/.rst/.txt/.pdf files to the knowledge base")
+    ingest = sub.add_parser("ingest", help="add or update .md/.rst/.txt/.html/.pdf/.docx files (replaces changed ones)")
     ingest.add_argument("path", type=Path)
     ingest.add_argument("--batch-size", type=int, default=128)
     ingest.add_argument("--no-progress", action="store_true")
+    ingest.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip these (repeatable)")
+    ingest.add_argument("--no-default-excludes", action="store_true", help="also take LICENSE*, SOURCE_COMMIT*, ...")
     _add_common(ingest)
+    kb_cli.add_parser(sub)
 
     serve = sub.add_parser("serve", help="run the gRPC xApp (and the O-RAN SC HTTP endpoints)")
     serve.add_argument("--grpc-port", type=int)
@@ -245,9 +248,15 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ArgoError("--batch-size must be >= 1")
     kb = KnowledgeBase.open(_settings(args))
-    kb.ensure_builtin()
+    kb.ensure_builtin(show_progress=not args.no_progress)
     try:
-        report = kb.ingest(args.path, batch_size=args.batch_size, show_progress=not args.no_progress)
+        report = kb.ingest(
+            args.path,
+            batch_size=args.batch_size,
+            show_progress=not args.no_progress,
+            exclude=args.exclude,
+            default_excludes=not args.no_default_excludes,
+        )
     except ValueError as exc:
         raise ArgoError(str(exc)) from None
     print(f"{report.summary()}; collection {kb.collection_name!r} holds {kb.count()} chunks")
@@ -298,6 +307,7 @@ COMMANDS = {
     "serve": _cmd_serve,
     "quantize": _cmd_quantize,
     "bench": _cmd_bench,
+    "kb": kb_cli.run,
 }
 
 
