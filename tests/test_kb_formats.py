@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kb_support import write_docx, write_pdf
 
 from xapp.config import Settings
 from xapp.store.chunking import SUPPORTED_SUFFIXES, DocumentError, chunk_file
 from xapp.store.knowledge_base import KnowledgeBase
-
-from kb_support import write_docx, write_pdf
 
 TABLE = [
     ["IE/Group Name", "Presence", "Range", "Semantics description"],
@@ -60,8 +59,10 @@ def test_docx_table_cells_are_retrievable(tmp_path: Path) -> None:
 def test_pdf_pages_clauses_and_running_headers(tmp_path: Path) -> None:
     pages = [
         [("1 Scope", "This document specifies the A1 interface between the non-RT RIC and the near-RT RIC. " * 3)],
-        [("2 Procedures", "The A1 policy management service creates, updates and deletes policies. " * 3),
-         ("2.1 Policy creation", "A policy of type 20008 carries the QoS target of a slice. " * 3)],
+        [
+            ("2 Procedures", "The A1 policy management service creates, updates and deletes policies. " * 3),
+            ("2.1 Policy creation", "A policy of type 20008 carries the QoS target of a slice. " * 3),
+        ],
         [("2.2 Policy deletion", "The non-RT RIC deletes a policy instance by its identifier. " * 3)],
         [("3 Enrichment information", "EI jobs deliver enrichment data to consumers in the near-RT RIC. " * 3)],
     ]
