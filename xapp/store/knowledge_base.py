@@ -34,7 +34,7 @@ from xapp.domain import Passage
 from xapp.errors import StoreUnavailable
 from xapp.store.chunking import Chunk, chunk_file
 from xapp.store.embedding import BATCH_SIZE, MiniLMEmbedder
-from xapp.store.lexical import HybridSettings, LexicalIndex, reciprocal_rank_fusion
+from xapp.store.lexical import HybridSettings, LexicalIndex, fuse
 from xapp.store.sources import (
     GENERATION_ID,
     SourceInfo,
@@ -244,7 +244,8 @@ class KnowledgeBase:
         """The ``k`` passages that best match ``text``: dense MiniLM search and BM25 fused by rank.
 
         The dense top ``hybrid.dense_n`` and the BM25 top ``hybrid.lexical_n`` (see :mod:`xapp.store.lexical`)
-        are fused by reciprocal rank fusion; the list comes in fused order, best first. Each passage's
+        are fused by reciprocal rank fusion, with the first places kept for chunks that hold a rare identifier
+        the query names (:func:`xapp.store.lexical.fuse`); the list comes in that order, best first. Each passage's
         ``score`` stays the cosine similarity of the query with the passage's stored embedding (so a
         BM25-only hit scores as the embedder sees it: the order, not the score, carries the fusion), and
         ``vector`` holds that embedding. ``hybrid = None`` gives the dense search alone.
@@ -260,7 +261,7 @@ class KnowledgeBase:
                 n_results=max(k, hybrid.dense_n) if hybrid else k,
                 include=["documents", "metadatas", "distances", "embeddings"],
             )
-            hits = self.lexical.search(text, hybrid.lexical_n) if hybrid else []
+            hits = self.lexical.search(text, hybrid.lexical_n, hybrid.rare_df) if hybrid else []
         except Exception as exc:
             raise StoreUnavailable(f"Chroma query failed: {exc}") from exc
         dense: dict[str, Passage] = {}
@@ -285,9 +286,7 @@ class KnowledgeBase:
             )
         if not hybrid:
             return list(dense.values())[:k]
-        fused = reciprocal_rank_fusion([list(dense), [h.id for h in hits]], k=hybrid.rrf_k)
-        dense_rank = {pid: i for i, pid in enumerate(dense)}
-        order = sorted(fused, key=lambda pid: (-fused[pid], dense_rank.get(pid, len(dense_rank))))[:k]
+        order = fuse(list(dense), hits, hybrid, k)
         lexical = {h.id: h for h in hits}
         missing = [pid for pid in order if pid not in dense]
         stored: dict[str, Any] = {}
@@ -303,14 +302,16 @@ class KnowledgeBase:
                 passages.append(dense[pid])
                 continue
             hit, vec = lexical[pid], stored.get(pid)
+            if vec is None:
+                continue  # deleted since the BM25 index was built: not in the store any more
             passages.append(
                 Passage(
                     id=pid,
                     text=hit.text,
                     source=hit.source,
                     heading=hit.heading,
-                    score=float(np.dot(vector, np.asarray(vec, dtype=np.float32))) if vec is not None else 0.0,
-                    vector=tuple(float(x) for x in vec) if vec is not None else None,
+                    score=float(np.dot(vector, np.asarray(vec, dtype=np.float32))),
+                    vector=tuple(float(x) for x in vec),
                 )
             )
         return passages

@@ -39,6 +39,7 @@ _COMPOUND = re.compile(r"[A-Za-z0-9]+(?:[._\-/:][A-Za-z0-9]+)*")
 _SEGMENT_SPLIT = re.compile(r"[/:]")
 _ATOM_SPLIT = re.compile(r"[._\-]")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_HUMP = re.compile(r"[a-z][A-Z]")
 _FETCH_BATCH = 500
 
 
@@ -99,6 +100,25 @@ def tokenize(text: str, stem: bool = True) -> list[str]:
     return out
 
 
+def identifiers(text: str) -> list[str]:
+    """The identifier-like terms of a query, lower-cased, as :func:`tokenize` indexes them whole: anything with
+    ``_``, a camelCase hump, a joiner (``. - / :``) or a digit (three characters or more: ``36422``,
+    ``e2ap``, not ``E2``), and acronyms of three capitals or more (``RMR``, ``DBAAS``)."""
+    out: list[str] = []
+    for match in _COMPOUND.finditer(text):
+        raw = match.group(0)
+        if (
+            "_" in raw
+            or _HUMP.search(raw)
+            or _SEGMENT_SPLIT.search(raw)
+            or _ATOM_SPLIT.search(raw)
+            or (len(raw) >= 3 and any(c.isdigit() for c in raw))
+            or (len(raw) >= 3 and raw.isupper())
+        ):
+            out.append(raw.lower())
+    return list(dict.fromkeys(out))
+
+
 def document_text(text: str, heading: str) -> str:
     """What the BM25 index sees of a chunk: its heading path, then its text (as the embedder sees it)."""
     return f"{heading}\n{text}" if heading else text
@@ -111,6 +131,7 @@ class LexicalHit:
     text: str
     source: str
     heading: str
+    exact: int = 0  # how many of the query's rare identifiers (see LexicalIndex.search) the chunk contains
 
 
 @dataclass
@@ -148,6 +169,7 @@ class LexicalIndex:
         self._docs: dict[str, _Doc] = {}
         self._ids: list[str] = []
         self._bm25: Any = None
+        self._df: dict[str, int] = {}  # chunks holding each token
         self.last_build: BuildStats | None = None
 
     @property
@@ -196,6 +218,11 @@ class LexicalIndex:
         ids = [i for i in ids if i in self._docs]  # written between the listing and the fetch: next refresh
         self._ids = ids
         self._bm25 = self._build([self._docs[i].tokens for i in ids]) if ids else None
+        df: dict[str, int] = {}
+        for i in ids:
+            for token in set(self._docs[i].tokens):
+                df[token] = df.get(token, 0) + 1
+        self._df = df
         self._fingerprint = fingerprint
         self.last_build = BuildStats(len(ids), len(missing), time.perf_counter() - t0)
         return True
@@ -212,8 +239,12 @@ class LexicalIndex:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def search(self, text: str, n: int) -> list[LexicalHit]:
-        """The ``n`` best BM25 matches for ``text`` (fewer when fewer chunks share a token with it)."""
+    def search(self, text: str, n: int, rare_df: float = 0.02) -> list[LexicalHit]:
+        """The ``n`` best BM25 matches for ``text`` (fewer when fewer chunks share a token with it).
+
+        Each hit's ``exact`` counts the query's rare identifiers it contains: :func:`identifiers` of the
+        query held by at most ``rare_df`` of the chunks (and by at least one).
+        """
         with self._lock:
             self._refresh_locked()
             if self._bm25 is None or n <= 0:
@@ -225,13 +256,19 @@ class LexicalIndex:
             n = min(n, len(scores))
             top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
             top = top[np.lexsort((top, -scores[top]))]  # best first, ties in index order
+            limit = max(1.0, rare_df * len(self._ids))
+            rare = [t for t in identifiers(text) if 0 < self._df.get(t, 0) <= limit]
             hits: list[LexicalHit] = []
             for i in top:
                 if scores[i] <= 0.0:
                     break
                 pid = self._ids[int(i)]
                 doc = self._docs[pid]
-                hits.append(LexicalHit(pid, float(scores[i]), doc.text, doc.source, doc.heading))
+                exact = 0
+                if rare:
+                    held = set(doc.tokens)
+                    exact = sum(1 for t in rare if t in held)
+                hits.append(LexicalHit(pid, float(scores[i]), doc.text, doc.source, doc.heading, exact))
             return hits
 
 
@@ -256,3 +293,23 @@ class HybridSettings:
     dense_n: int = 20  # dense candidates taken into the fusion (at least k)
     lexical_n: int = 20  # BM25 candidates taken into the fusion
     rrf_k: float = 60.0  # RRF's rank offset: larger flattens the advantage of the very first ranks
+    exact_slots: int = 2  # first places kept for BM25 hits holding a rare identifier the query names
+    rare_df: float = 0.02  # "rare": in at most this share of the chunks
+
+
+def fuse(dense: Sequence[str], hits: Sequence[LexicalHit], settings: HybridSettings, k: int) -> list[str]:
+    """The ids of the hybrid top ``k``: the dense ranking (best first) and the BM25 hits fused by RRF, ties
+    to the better dense rank; then up to ``exact_slots`` hits that contain a rare identifier of the query
+    (most such identifiers first, then BM25 order) move to the front. A question naming ``36422`` or
+    ``RIC_SUB_DEL_REQ`` gets the chunk that holds it first even when prose about the same subject wins both
+    rankings' sums."""
+    dense = list(dense[: max(k, settings.dense_n)])
+    hits = list(hits[: settings.lexical_n])
+    fused = reciprocal_rank_fusion([dense, [h.id for h in hits]], k=settings.rrf_k)
+    dense_rank = {pid: r for r, pid in enumerate(dense)}
+    order = sorted(fused, key=lambda pid: (-fused[pid], dense_rank.get(pid, len(dense_rank))))
+    if settings.exact_slots > 0:
+        exact = sorted((h for h in hits if h.exact > 0), key=lambda h: -h.exact)  # stable: BM25 order
+        front = [h.id for h in exact[: settings.exact_slots]]
+        order = front + [pid for pid in order if pid not in front]
+    return order[:k]
