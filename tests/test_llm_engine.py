@@ -206,3 +206,28 @@ def test_a_second_engine_in_the_process_is_refused(llm_engine, run, tiny_w8a8_di
 
     with pytest.raises(EngineUnavailable, match="already running"):
         run(second())
+
+
+def test_choose_returns_a_distribution_over_the_option_labels(llm_engine, run) -> None:
+    messages = MESSAGES + [{"role": "user", "content": "Options: 1. E2 2. A1 3. O1 4. O2. Reply with the number."}]
+    labels = ["1", "2", "3", "4"]
+    choice = run(llm_engine.choose(messages, labels, deadline=far()))
+    assert not choice.aborted
+    assert len(choice.probabilities) == 4
+    assert sum(choice.probabilities) == pytest.approx(1.0, abs=1e-6)
+    assert all(0.0 <= p <= 1.0 for p in choice.probabilities)
+    best = max(choice.probabilities)
+    assert choice.index == choice.probabilities.index(best)
+    assert choice.prompt_tokens == llm_engine.prompt_tokens(messages)
+    assert llm_engine.num_unfinished_requests() == 0
+
+
+def test_choose_past_its_deadline_is_aborted_and_leaves_nothing_running(llm_engine, run) -> None:
+    choice = run(llm_engine.choose(MESSAGES, ["1", "2"], deadline=time.monotonic() - 1))
+    assert choice.aborted and choice.index is None and choice.probabilities == ()
+    assert llm_engine.num_unfinished_requests() == 0
+
+
+def test_choose_refuses_labels_that_are_not_one_token(llm_engine, run) -> None:
+    with pytest.raises(ValueError, match="not one"):
+        run(llm_engine.choose(MESSAGES, ["1", "near-RT RIC controller"], deadline=far()))

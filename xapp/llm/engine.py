@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -31,7 +32,7 @@ from typing import Any
 
 from xapp.config import Settings
 from xapp.errors import EngineUnavailable
-from xapp.llm.base import LLM, Generation, Message
+from xapp.llm.base import LLM, Choice, Generation, Message
 from xapp.llm.models import ResolvedModel, resolve_model
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,7 @@ class VLLMEngine:
         self.quantization: str | None = async_llm.model_config.quantization
         self.block_size: int = async_llm.vllm_config.cache_config.block_size  # prefix-cache granularity
         self.stats = EngineStats()
+        self._label_ids: dict[tuple[str, ...], list[int]] = {}
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -271,38 +273,39 @@ class VLLMEngine:
         ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False)
         return ids
 
-    async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        deadline: float,
-        stop: Sequence[str] | None = None,
-        ignore_eos: bool = False,
-    ) -> Generation:
-        """See :class:`xapp.llm.base.LLM`; ``ignore_eos`` (not in the contract) is for benches."""
-        from vllm.sampling_params import SamplingParams
+    def prompt_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self.prompt_token_ids(messages))
 
-        started = time.monotonic()
+    def label_token_ids(self, labels: Sequence[str]) -> list[int]:
+        """The one token id of each option label ("1", "2", …); a label of several tokens cannot be scored
+        by a single next-token distribution."""
+        key = tuple(labels)
+        cached = self._label_ids.get(key)
+        if cached is not None:
+            return cached
+        ids: list[int] = []
+        for label in labels:
+            tokens = self._tokenizer.encode(label, add_special_tokens=False)
+            if len(tokens) != 1:
+                raise ValueError(f"option label {label!r} is {len(tokens)} tokens for this tokenizer, not one")
+            ids.append(int(tokens[0]))
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"option labels {list(labels)} share a token")
+        self._label_ids[key] = ids
+        return ids
+
+    def _checked_prompt(self, messages: Sequence[Message]) -> list[int]:
         if self._llm is None:
             raise EngineUnavailable("the vLLM engine has been shut down")
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         prompt = self.prompt_token_ids(messages)
-        room = self.max_model_len - len(prompt)
-        if room < 1:
+        if self.max_model_len - len(prompt) < 1:
             raise EngineUnavailable(
                 f"prompt of {len(prompt)} tokens leaves no room under max_model_len={self.max_model_len}"
             )
-        if deadline <= started:
-            return Generation("", len(prompt), 0, 0.0, 0.0, aborted=True, finish_reason="deadline")
-        params = SamplingParams(
-            max_tokens=min(max_tokens, room),
-            temperature=self._config.temperature,
-            stop=list(stop) if stop else None,
-            ignore_eos=ignore_eos,
-            seed=self._config.seed if self._config.temperature > 0 else None,
-        )
+        return prompt
+
+    async def _run(self, prompt: list[int], params: Any, deadline: float, started: float) -> _Progress:
+        """Stream one request until it finishes, the deadline passes (aborted in vLLM) or the caller cancels."""
         request_id = f"argo-{self._prefix}-{next(self._ids)}"
         state = _Progress(started)
 
@@ -326,17 +329,71 @@ class VLLMEngine:
         finally:
             self.stats.cached_prompt_tokens += state.cached_tokens
             self.stats.completion_tokens += state.completion_tokens
+        self.stats.aborted += state.finish_reason == "deadline"
+        return state
+
+    async def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        deadline: float,
+        stop: Sequence[str] | None = None,
+        ignore_eos: bool = False,
+    ) -> Generation:
+        """See :class:`xapp.llm.base.LLM`; ``ignore_eos`` (not in the contract) is for benches."""
+        from vllm.sampling_params import SamplingParams
+
+        started = time.monotonic()
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        prompt = self._checked_prompt(messages)
+        if deadline <= started:
+            return Generation("", len(prompt), 0, 0.0, 0.0, aborted=True, finish_reason="deadline")
+        params = SamplingParams(
+            max_tokens=min(max_tokens, self.max_model_len - len(prompt)),
+            temperature=self._config.temperature,
+            stop=list(stop) if stop else None,
+            ignore_eos=ignore_eos,
+            seed=self._config.seed if self._config.temperature > 0 else None,
+        )
+        state = await self._run(prompt, params, deadline, started)
         total = time.monotonic() - started
-        aborted = state.finish_reason == "deadline"
-        self.stats.aborted += aborted
         return Generation(
             text=state.text,
             prompt_tokens=len(prompt),
             completion_tokens=state.completion_tokens,
             ttft_s=state.ttft if state.ttft is not None else total,
             total_s=total,
-            aborted=aborted,
+            aborted=state.finish_reason == "deadline",
             finish_reason=state.finish_reason,
+            cached_tokens=state.cached_tokens,
+        )
+
+    async def choose(self, messages: Sequence[Message], labels: Sequence[str], *, deadline: float) -> Choice:
+        """One prefill and one sampled token; vLLM returns the log-probabilities of exactly the label tokens
+        (``logprob_token_ids``, over the whole vocabulary), renormalised here over the labels."""
+        from vllm.sampling_params import SamplingParams
+
+        started = time.monotonic()
+        ids = self.label_token_ids(labels)
+        prompt = self._checked_prompt(messages)
+        if deadline <= started:
+            return Choice((), len(prompt), 0.0, aborted=True)
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids, detokenize=False)
+        state = await self._run(prompt, params, deadline, started)
+        total = time.monotonic() - started
+        if state.finish_reason == "deadline" or not state.logprobs:
+            return Choice((), len(prompt), total, aborted=True, cached_tokens=state.cached_tokens)
+        first = state.logprobs[0]
+        logps = [float(first[i].logprob) if i in first else -math.inf for i in ids]
+        top = max(logps)
+        if not math.isfinite(top):
+            raise EngineUnavailable("the engine returned no log-probability for any option label")
+        weights = [math.exp(lp - top) for lp in logps]
+        norm = sum(weights)
+        return Choice(
+            tuple(w / norm for w in weights), len(prompt), total, aborted=False, cached_tokens=state.cached_tokens
         )
 
     # -- extras for readiness probes and benches ------------------------------------------------
@@ -364,12 +421,15 @@ class _Progress:
         self.ttft: float | None = None
         self.finish_reason: str | None = None
         self.cached_tokens = 0
+        self.logprobs: Any = None  # per generated token: {token id: Logprob}, when requested
 
     def update(self, out: Any) -> None:
         completion = out.outputs[0]
         self.cached_tokens = out.num_cached_tokens or 0
         self.text = completion.text
         self.completion_tokens = len(completion.token_ids)
+        if completion.logprobs:
+            self.logprobs = completion.logprobs
         if self.ttft is None and self.completion_tokens:
             self.ttft = time.monotonic() - self.started
         if out.finished:
