@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from kb_support import copy_builtin
 
 from xapp.config import Settings
 from xapp.store.chunking import chunk_text
-from xapp.store.knowledge_base import BUILTIN_KB_DIR, KnowledgeBase
+from xapp.store.knowledge_base import KnowledgeBase
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "oran-sc-docs"
 CORPUS = SHARED / "ric-plt-a1"
@@ -57,13 +58,14 @@ def test_builtin_kb_answers_oran_queries(builtin_kb: KnowledgeBase) -> None:
     assert any("E2" in p.text for p in passages)
 
 
-def test_reingesting_the_same_folder_adds_nothing(tmp_path: Path) -> None:
-    kb = KnowledgeBase.open(Settings(data_dir=tmp_path))
-    first = kb.ingest(BUILTIN_KB_DIR, show_progress=False)
+def test_reingesting_the_same_folder_adds_nothing(builtin_kb_settings: Settings, tmp_path: Path) -> None:
+    kb = KnowledgeBase.open(copy_builtin(builtin_kb_settings, tmp_path / "data"))
+    assert kb.ensure_builtin() is None  # complete: nothing to do on start
+    first = kb.ingest(CORPUS, show_progress=False)
     ids, count = kb.ids(), kb.count()
-    second = kb.ingest(BUILTIN_KB_DIR, show_progress=False)
-    assert first.added == count > 0
-    assert second.added == 0 and second.already_present == first.chunks
+    second = kb.ingest(CORPUS, show_progress=False)
+    assert first.added == first.chunks > 0 and first.updated == first.files > 0
+    assert second.added == 0 and second.updated == 0 and second.unchanged == first.files
     assert kb.ids() == ids and kb.count() == count
 
 
@@ -72,12 +74,12 @@ def _ingest_cmd(data_dir: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_ingestion_killed_midway_then_rerun_equals_one_clean_run(tmp_path: Path) -> None:
+def test_ingestion_killed_midway_then_rerun_equals_one_clean_run(builtin_kb_settings: Settings, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
     # Give both runs the built-in knowledge base first, so the kill lands in the corpus ingestion.
     for d in (killed_dir, clean_dir):
-        KnowledgeBase.open(Settings(data_dir=d)).ensure_builtin()
+        copy_builtin(builtin_kb_settings, d)
     proc = subprocess.Popen(
         _ingest_cmd(killed_dir), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True, bufsize=1
     )
