@@ -12,7 +12,7 @@ import pytest
 
 from xapp.config import Settings
 from xapp.store.knowledge_base import KnowledgeBase
-from xapp.store.lexical import HybridSettings, LexicalIndex, reciprocal_rank_fusion, tokenize
+from xapp.store.lexical import HybridSettings, LexicalIndex, identifiers, reciprocal_rank_fusion, tokenize
 
 # Prose about ports, SCTP and the E2 termination, which a dense search likes for a question about the E2
 # port, and one terse service listing that holds the number itself.
@@ -96,6 +96,17 @@ def test_plain_words_are_stemmed_and_stop_words_dropped_but_identifiers_are_not(
     assert tokenize("RMR_SEED_RT")[0] == "rmr_seed_rt"
     assert "subscriptions_total" in tokenize("subscriptions_total")  # compounds are never stemmed
     assert tokenize("Subscriptions", stem=False) == ["subscriptions"]
+
+
+def test_component_short_names_also_index_their_long_names() -> None:
+    tokens = tokenize("service-ricplt-e2term-sctp-alpha")
+    assert set(tokenize("E2 termination")) <= set(tokens)
+    assert set(tokenize("subscription manager")) <= set(tokenize("submgr"))
+
+
+def test_identifiers_of_a_query_are_names_not_hyphenated_prose() -> None:
+    found = identifiers("Is port 36422 of e2term-sctp in RIC_SUB_REQ, readSubsFromDb or E2AP near-RT re-sent E2?")
+    assert found == ["36422", "e2term-sctp", "ric_sub_req", "readsubsfromdb", "e2ap"]
 
 
 def test_rrf_sums_reciprocal_ranks() -> None:

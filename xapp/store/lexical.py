@@ -41,6 +41,23 @@ _ATOM_SPLIT = re.compile(r"[._\-]")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _HUMP = re.compile(r"[a-z][A-Z]")
 _FETCH_BATCH = 500
+# The RIC platform's short component names, as Kubernetes services, Helm releases and RMR endpoints spell them:
+# a chunk that says ``service-ricplt-e2term-sctp-alpha`` also answers a question about the "E2 termination".
+ABBREVIATIONS = {
+    "e2term": "e2 termination",
+    "e2t": "e2 termination",
+    "e2mgr": "e2 manager",
+    "submgr": "subscription manager",
+    "rtmgr": "routing manager",
+    "routemgr": "routing manager",
+    "appmgr": "xapp manager",
+    "a1mediator": "a1 mediator",
+    "o1mediator": "o1 mediator",
+    "vespamgr": "ves manager",
+    "alarmmgr": "alarm manager",
+    "dbaas": "database",
+    "rnib": "radio network information base",
+}
 
 
 @lru_cache(maxsize=1)
@@ -57,13 +74,17 @@ def _stemmer() -> Any:
     return Stemmer.Stemmer("english")
 
 
-def _word(token: str, stem: bool, out: list[str]) -> None:
-    """A lower-cased atom: dropped if a stop word, stemmed if purely alphabetic."""
+def _word(token: str, stem: bool, out: list[str], expand: bool = True) -> None:
+    """A lower-cased atom: dropped if a stop word, stemmed if purely alphabetic; a component's short name
+    (:data:`ABBREVIATIONS`) brings the words of its long name along."""
     if not token or token in _stopwords():
         return
+    expansion = ABBREVIATIONS.get(token) if expand else None
     if stem and token.isalpha() and len(token) > 3:
         token = _stemmer().stemWord(token)
     out.append(token)
+    for word in expansion.split() if expansion else ():
+        _word(word, stem, out, expand=False)
 
 
 def tokenize(text: str, stem: bool = True) -> list[str]:
@@ -103,10 +124,14 @@ def tokenize(text: str, stem: bool = True) -> list[str]:
 def identifiers(text: str) -> list[str]:
     """The identifier-like terms of a query, lower-cased, as :func:`tokenize` indexes them whole: anything with
     ``_``, a camelCase hump, a joiner (``. - / :``) or a digit (three characters or more: ``36422``,
-    ``e2ap``, not ``E2``), and acronyms of three capitals or more (``RMR``, ``DBAAS``)."""
+    ``e2ap``, not ``E2``), and acronyms of three capitals or more (``RMR``, ``DBAAS``); not words joined by
+    one or two hyphens (``near-RT``, ``subscription-based``), though ``service-ricplt-dbaas-tcp`` is a name."""
     out: list[str] = []
     for match in _COMPOUND.finditer(text):
         raw = match.group(0)
+        parts = raw.split("-")
+        if len(parts) in (2, 3) and all(p.isalpha() for p in parts) and not any(_HUMP.search(p) for p in parts):
+            continue  # hyphenated words (near-RT, re-send, subscription-based) are prose, not names
         if (
             "_" in raw
             or _HUMP.search(raw)
@@ -291,9 +316,9 @@ class HybridSettings:
     """How :meth:`KnowledgeBase.query` fuses the two searches (tuned on bench/data/oran_sc_eval.jsonl)."""
 
     dense_n: int = 20  # dense candidates taken into the fusion (at least k)
-    lexical_n: int = 20  # BM25 candidates taken into the fusion
+    lexical_n: int = 10  # BM25 candidates taken into the fusion
     rrf_k: float = 60.0  # RRF's rank offset: larger flattens the advantage of the very first ranks
-    exact_slots: int = 2  # first places kept for BM25 hits holding a rare identifier the query names
+    exact_slots: int = 1  # first places kept for BM25 hits holding a rare identifier the query names
     rare_df: float = 0.02  # "rare": in at most this share of the chunks
 
 
