@@ -53,7 +53,7 @@ def test_builtin_kb_answers_oran_queries(builtin_kb: KnowledgeBase) -> None:
     assert builtin_kb.count() > 100
     passages = builtin_kb.query("What does the E2 termination in the near-RT RIC do?", 4)
     assert len(passages) == 4
-    assert passages[0].score >= passages[-1].score
+    assert all(-1.0 <= p.score <= 1.0 for p in passages)  # cosine; the order is the hybrid fusion's (lexical.fuse)
     assert all(p.source.startswith("argo-kb/") for p in passages)
     assert any("E2" in p.text for p in passages)
 
