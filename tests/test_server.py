@@ -270,8 +270,8 @@ def test_individual_rpcs_drive_a_loop(served: Served, client: SyncArgoClient) ->
     assert dec.query.strip() and dec.step.query == dec.query and dec.elapsed_ms < 1000
     assert 1 <= len(ret.passages) <= 3 and not ret.fallback_reason
     assert all(p.source and p.text for p in ret.passages)
-    scores = [p.score for p in ret.passages]
-    assert scores == sorted(scores, reverse=True)
+    # best first in the hybrid fusion's order; each score is the passage's cosine similarity to the query
+    assert all(-1.0 <= p.score <= 1.0 for p in ret.passages)
     assert syn.answer.strip() and 1 <= syn.choice <= len(MC_OPTIONS) and syn.elapsed_ms < 1000
     assert idle(served)
 
