@@ -330,9 +330,7 @@ def main(argv: Sequence[str]) -> int:
     settings = bench_settings(args.data_dir, None, None)
     kb = KnowledgeBase.open(settings)
     if args.docs is not None:
-        t0 = time.perf_counter()
-        report = kb.ingest(args.docs, show_progress=sys.stderr.isatty())
-        print(f"{report.summary()} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        print(kb.ingest(args.docs, show_progress=sys.stderr.isatty()).summary(), file=sys.stderr)
     if kb.count() == 0:
         raise ArgoError(f"the knowledge base in {settings.data_dir} is empty: pass --docs")
     hybrid = HybridSettings(
