@@ -220,3 +220,36 @@ def test_a_plain_collection_works_too(kb: KnowledgeBase) -> None:
     hits = index.search("36422", 5)
     assert [h.source for h in hits] == ["docs/services.md"]
     assert hits[0].score > 0
+
+
+# ---- the retrieval bench --------------------------------------------------------------------------------------
+
+
+def test_bench_refusion_reproduces_query_and_writes_its_files(kb_dir: Path, tmp_path: Path) -> None:
+    import csv
+    import json
+
+    from xapp.bench import retrieval
+
+    kb = KnowledgeBase.open(Settings(data_dir=kb_dir / "data"))
+    question = "Which E2 termination port is 36422?"
+    kb.hybrid = None
+    dense = [(p.id, p.source) for p in kb.query(question, retrieval.SWEEP_DEPTH)]
+    kb.hybrid = HybridSettings()
+    hits = kb.lexical.search(question, retrieval.SWEEP_DEPTH, HybridSettings().rare_df)
+    assert retrieval.fused_sources(dense, hits, HybridSettings(), 5) == [p.source for p in kb.query(question, 5)]
+
+    questions = tmp_path / "eval.jsonl"
+    rows = [
+        {"id": "t1", "kind": "port", "question": question, "source": "services.md", "also_in": []},
+        {"id": "t2", "kind": "message", "question": "RIC_SUB_DEL_REQ", "source": "nowhere.md", "also_in": []},
+    ]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out"
+    argv = ["--data-dir", str(kb_dir / "data"), "--docs", str(kb_dir / "docs"), "--questions", str(questions)]
+    assert retrieval.main([*argv, "--out", str(out)]) == 0
+    summary = {r["mode"]: r for r in csv.DictReader((out / "retrieval_summary.csv").open(encoding="utf-8"))}
+    assert set(summary) == {"dense", "lexical", "hybrid"}
+    assert float(summary["hybrid"]["recall@1"]) == 0.5  # services.md first; nowhere.md is never found
+    assert float(summary["hybrid"]["recall@10"]) == 0.5
+    assert (out / "retrieval_sweep.csv").is_file() and (out / "retrieval_run.json").is_file()

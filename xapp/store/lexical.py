@@ -9,18 +9,28 @@ contents (``collection.get``), so it does not care which process or which code p
 the id of its newest record (``get(offset=count - 1, limit=1)``; Chroma returns records in insertion order)
 — with the one it was built from; about 2 ms on the full O-RAN SC corpus. Any add, upsert of a new id or
 delete changes it; the index then lists the ids (a few ms), fetches only the chunks it has not tokenised yet,
-and rebuilds the BM25 matrix from cached tokens. A full build of the 1,266 chunks of the O-RAN SC docs takes
-a few hundred ms on this project's 2-core machine (docs/performance.md), so the index lives in memory and is
-built on first use (the pipeline's start-up calibration query does that) rather than persisted. One case the
-fingerprint cannot see is a rewrite of an existing id with different text while the count stays the same;
-ingestion never does that, because chunk ids are hashes of their content.
+and rebuilds the BM25 matrix from cached tokens (~40 ms; a full build of the 1,232 chunks of the O-RAN SC
+docs takes ~0.5 s on this project's 2-core machine, docs/performance.md). So the index lives in memory and is
+built on first use (the pipeline's start-up calibration query does that) rather than persisted. It reads
+the collection through a function, so when the knowledge base re-opens its embedded client after another
+process wrote (see :mod:`xapp.store.knowledge_base`), the next search sees the new view and rebuilds; it
+needs no hook in ingestion. One case the fingerprint cannot see is a rewrite of an existing id with
+different text while the count stays the same; ingestion never does that, because chunk ids are hashes of
+their content.
 
 **Tokens.** :func:`tokenize` lower-cases, keeps identifiers intact and also indexes their parts: a "compound"
 of alphanumerics joined by ``. _ - / :`` is one token (``36422:32222/sctp``, ``ricxappframe.alarm.alarm``,
 ``ric_sub_req``, ``e2term-sctp-alpha``), then its ``/``/``:`` segments, then its atoms split at ``. _ -`` and
 at camelCase humps (``readSubsFromDb`` → ``read``, ``subs``, ``from``, ``db``). Plain words are stemmed
 (Snowball English through PyStemmer) and English stop words dropped; compounds and tokens with digits are
-never stemmed, so exact matches stay exact.
+never stemmed, so exact matches stay exact. The platform's short component names (``e2term``, ``submgr``,
+:data:`ABBREVIATIONS`) also index the words of their long names.
+
+**Fusion.** :func:`fuse` combines the dense ranking and the BM25 hits by reciprocal rank fusion, then keeps
+the first ``exact_slots`` places for chunks that contain a rare identifier the query names (:func:`identifiers`
+held by at most ``rare_df`` of the chunks): RRF alone lets prose about the same subject, ranked high by
+both searches, beat the one terse line that holds ``36422``. Settings in :class:`HybridSettings`, tuned
+with ``python -m xapp.bench.retrieval``.
 """
 
 from __future__ import annotations
