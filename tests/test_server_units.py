@@ -12,9 +12,9 @@ from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp.config import STRATEGIES, Settings
 from xapp.domain import Action, PathKind
 from xapp.errors import InvalidRequest
+from xapp.pipeline.budget import request_deadline
 from xapp.server import validation
 from xapp.server.admission import Admission, Overloaded
-from xapp.server.deadline import effective_deadline
 
 SETTINGS = Settings(max_question_chars=100, max_options=3, max_option_chars=20)
 answer = validation.answer_request
@@ -98,14 +98,15 @@ class FakeContext:
         (None, 5000, 1000 - 20),  # capped at max_deadline_ms
         (0.5, 0, 500 - 20),  # the caller's gRPC deadline is earlier
         (0.5, 200, 200 - 20),  # deadline_ms is earlier
-        (0.0, 0, -20),  # already expired: the pipeline must answer at once (template path)
+        (0.0, 0, 0),  # already expired: the pipeline must answer at once (template path)
+        (None, 100, 100 - 10),  # a short deadline keeps at most a tenth for the margin
     ],
 )
-def test_effective_deadline_is_the_earliest_less_the_margin(
+def test_request_deadline_is_the_earliest_less_the_margin(
     grpc_remaining: float | None, deadline_ms: int, expected_ms: float
 ) -> None:
     settings = Settings(deadline_ms=1000, max_deadline_ms=1000, safety_margin_ms=20)
-    got = effective_deadline(settings, deadline_ms, FakeContext(grpc_remaining), now=100.0)
+    got = request_deadline(settings, deadline_ms, FakeContext(grpc_remaining).time_remaining(), now=100.0)
     assert got == pytest.approx(100.0 + expected_ms / 1000.0)
 
 

@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,9 +40,15 @@ def _configure_logging(command: str) -> None:
     configure_logging(level=level, log_format=os.environ.get("ARGO_LOG_FORMAT") or "auto")
 
 
+MODEL_HELP = (
+    "offline model short name (qwen2.5-coder-1.5b, the default, or qwen2.5-coder-0.5b), "
+    "a model folder, a .gguf file or a hub id"
+)
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, help="all state lives here (default: $ARGO_DATA_DIR or per-user dir)")
-    p.add_argument("--model", help="model folder or hub id (default: offline SmolLM2-135M-Instruct)")
+    p.add_argument("--model", help=MODEL_HELP)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,7 +133,11 @@ def _print_answer(answer: dict[str, Any]) -> None:
     )
     print(f"  {answer['answer']}", file=out)
     if answer.get("choice"):
-        print(f"Choice: {answer['choice']}", file=out)
+        probabilities = answer.get("option_probabilities") or []
+        shown = "  ".join(f"{i}: {p:.2f}" for i, p in enumerate(probabilities, start=1))
+        print(f"Choice: {answer['choice']}" + (f"  (probabilities {shown})" if shown else ""), file=out)
+    if answer.get("trimmed"):
+        print(f"Trimmed: {answer['trimmed']}", file=out)
     if answer.get("fallback_reason"):
         print(f"Fallback: {answer['fallback_reason']}", file=out)
     for i, step in enumerate(answer.get("steps", []), start=1):
@@ -149,6 +158,7 @@ async def _ask_local(
     strategy: str | None,
     deadline_ms: int | None,
 ) -> dict[str, Any]:
+    from xapp.pipeline.budget import request_deadline
     from xapp.pipeline.runner import build_pipeline
     from xapp.server.validation import question as validate_question
 
@@ -158,10 +168,7 @@ async def _ask_local(
         settings = settings.replace(llm=False)  # no engine to start for a path that never uses it
     async with build_pipeline(settings) as pipeline:
         # The clock starts here: knowledge-base ingestion and model loading happen before it.
-        budget_ms = deadline_ms or settings.deadline_ms
-        # Like the server: keep a safety margin so the reply is out before the deadline, not at it.
-        margin_ms = min(settings.safety_margin_ms, budget_ms / 10)
-        deadline = time.monotonic() + (budget_ms - margin_ms) / 1000.0
+        deadline = request_deadline(settings, deadline_ms or 0)  # as the server computes it
         answer = await pipeline.answer(question, strategy=name, deadline=deadline)
         return answer.to_dict()
 

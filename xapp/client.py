@@ -49,9 +49,7 @@ def _timeout(timeout: float | None, deadline_ms: int, default: float) -> float:
 def answer_request(
     question: str, options: Sequence[str] = (), strategy: str = "", deadline_ms: int = 0
 ) -> pb.AnswerRequest:
-    return pb.AnswerRequest(
-        question=question, options=list(options), strategy=strategy, deadline_ms=deadline_ms
-    )
+    return pb.AnswerRequest(question=question, options=list(options), strategy=strategy, deadline_ms=deadline_ms)
 
 
 def step_to_dict(step: pb.Step) -> dict[str, Any]:
@@ -81,6 +79,9 @@ def reply_to_dict(reply: pb.AnswerReply) -> dict[str, Any]:
         "fallback_reason": reply.fallback_reason or None,
         "strategy": reply.strategy,
         "model": reply.model,
+        "option_probabilities": [round(p, 4) for p in reply.option_probabilities],
+        "trimmed": reply.trimmed,
+        "fallbacks": [{"component": f.component, "cause": f.cause} for f in reply.fallbacks],
         "deadline_ms": round(reply.deadline_ms, 2),
         "elapsed_ms": round(reply.elapsed_ms, 2),
         "sources": list(reply.sources),

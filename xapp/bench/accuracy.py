@@ -65,6 +65,8 @@ RESULT_COLUMNS = (
     "reasons",
     "path",
     "llm_answer",
+    "llm_probability",
+    "trimmed",
     "fallback_reason",
 )
 SUMMARY_COLUMNS = (
@@ -127,7 +129,6 @@ async def _answer_all(
         deadline = request_deadline(pipeline.settings, deadline_ms, started)
         answer = await pipeline.answer(bq.question(), strategy=strategy, deadline=deadline)
         wall_ms = (time.monotonic() - started) * 1000.0
-        usage = answer.synthesis_usage
         out.append(
             {
                 "strategy": strategy,
@@ -145,19 +146,13 @@ async def _answer_all(
                 "retrieves": sum(s.action is Action.RETRIEVE for s in answer.steps),
                 "reasons": sum(s.action is Action.REASON for s in answer.steps),
                 "path": answer.path.value,
-                "llm_answer": _llm_answered(usage.completion_tokens, usage.aborted, answer.fallback_reason),
+                "llm_answer": bool(answer.option_probabilities),
+                "llm_probability": max(answer.option_probabilities, default=0.0),
+                "trimmed": answer.trimmed,
                 "fallback_reason": answer.fallback_reason or "",
             }
         )
     return out
-
-
-def _llm_answered(completion_tokens: int, aborted: bool, fallback_reason: str | None) -> bool:
-    """The LLM's synthesis gave the answer (and, for multiple choice, the option): it generated, was not cut
-    off, and nothing sent the synthesis to the template path — every such reason starts "synthesize:"
-    (no time for the LLM, aborted, empty reply, option not readable so the template scorer chose)."""
-    reasons = (fallback_reason or "").split("; ")
-    return completion_tokens > 0 and not aborted and not any(r.startswith("synthesize:") for r in reasons)
 
 
 def summarize(results: Sequence[dict[str, Any]], deadline_ms: float) -> list[dict[str, Any]]:
@@ -221,6 +216,7 @@ async def run_accuracy(
     progress: bool = True,
     skipped: Sequence[str] = (),
     llm: LLM | None = None,
+    baseline_sample: int = 0,
 ) -> AccuracyReport:
     from xapp.bench import plots
     from xapp.bench.latency import warmup_questions
@@ -255,9 +251,15 @@ async def run_accuracy(
             started = time.monotonic()
             results += await _answer_all(pipeline, rows, strategy, deadline_ms, progress)
             run.setdefault("strategy_seconds", {})[strategy] = round(time.monotonic() - started, 1)
+    files = [out / "accuracy_results.csv", out / "accuracy_summary.csv", out / "accuracy.png"]
+    if baseline_sample:
+        # After the engine is gone: the seed's transformers model gets the machine to itself, as ARGO had.
+        comparison, baseline_rows = await _compare_baseline(settings, rows[:baseline_sample], results, strategies[0])
+        run["baseline_comparison"] = comparison
+        files.append(out / "accuracy_baseline.csv")
+        write_csv(files[-1], BASELINE_COLUMNS, baseline_rows)
     run["machine_after"] = {"loadavg_1_5_15": machine_info().get("loadavg_1_5_15")}
     summary = summarize(results, deadline_ms)
-    files = [out / "accuracy_results.csv", out / "accuracy_summary.csv", out / "accuracy.png"]
     write_csv(files[0], RESULT_COLUMNS, results)
     write_csv(files[1], SUMMARY_COLUMNS, summary)
     machine = run["machine_before"]
@@ -272,6 +274,55 @@ async def run_accuracy(
     )
     write_json(out / "accuracy_run.json", run)
     return AccuracyReport(results, summary, run, [*files, out / "accuracy_run.json"])
+
+
+BASELINE_COLUMNS = ("system", "index", "difficulty", "answer", "choice", "correct", "wall_ms", "completion_tokens")
+
+
+async def _compare_baseline(
+    settings: Settings, sample: Sequence[BenchQuestion], results: Sequence[dict[str, Any]], strategy: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The seed's way (transformers ``generate``, sequential, decompose → retrieve → reason → synthesize with the
+    seed's token caps, the option parsed from the generated text) on the first questions ARGO answered."""
+    from xapp.bench.baseline import SEED_SETTINGS, measure_baseline
+
+    measured = (await measure_baseline(settings.replace(**SEED_SETTINGS), sample, warmup=1)).measured
+    rows = [
+        {
+            "system": "seed",
+            "index": i,
+            "difficulty": bq.difficulty or "unknown",
+            "answer": bq.answer,
+            "choice": m.choice,
+            "correct": m.choice is not None and m.choice == bq.answer,
+            "wall_ms": m.wall_ms,
+            "completion_tokens": m.completion_tokens,
+        }
+        for i, (bq, m) in enumerate(zip(sample, measured, strict=True))
+    ]
+    argo = [r for r in results if r["strategy"] == strategy and r["index"] < len(sample)]
+    n = len(sample)
+    seed_ms = sum(r["wall_ms"] for r in rows) / n
+    argo_ms = sum(r["wall_ms"] for r in argo) / n
+    comparison = {
+        "questions": n,
+        "argo_strategy": strategy,
+        "argo_accuracy": sum(bool(r["correct"]) for r in argo) / n,
+        "seed_accuracy": sum(bool(r["correct"]) for r in rows) / n,
+        "seed_no_choice": sum(r["choice"] is None for r in rows),
+        "argo_mean_ms": round(argo_ms, 1),
+        "seed_mean_ms": round(seed_ms, 1),
+        "speedup": round(seed_ms / argo_ms, 1) if argo_ms else None,
+    }
+    return comparison, rows
+
+
+def format_comparison(c: dict[str, Any]) -> str:
+    return (
+        f"seed's way vs ARGO ({c['argo_strategy']}) on the same {c['questions']} questions and model: "
+        f"accuracy {c['seed_accuracy']:.1%} vs {c['argo_accuracy']:.1%}, mean latency "
+        f"{c['seed_mean_ms']:.0f} ms vs {c['argo_mean_ms']:.0f} ms ({c['speedup']}x faster)"
+    )
 
 
 def format_summary(summary: Sequence[dict[str, Any]]) -> str:
@@ -308,6 +359,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline-ms", type=int, help="per-question deadline (default: settings, 1000)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up questions, not scored (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--compare-baseline",
+        type=int,
+        nargs="?",
+        const=10,
+        default=0,
+        metavar="N",
+        help="also answer the first N questions (default 10) the seed's way: transformers generate, sequential, "
+        "same model; prints both accuracies and the latency ratio",
+    )
     add_run_options(p)
     return p
 
@@ -334,9 +395,12 @@ def main(argv: Sequence[str]) -> int:
             warmup=args.warmup,
             progress=not args.no_progress,
             skipped=loaded.skipped,
+            baseline_sample=min(args.compare_baseline, len(rows)),
         )
     )
     print(format_summary(report.summary))
+    if "baseline_comparison" in report.run:
+        print(format_comparison(report.run["baseline_comparison"]))
     print("wrote " + ", ".join(str(f) for f in report.files), file=sys.stderr)
     return 0
 

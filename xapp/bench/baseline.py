@@ -19,13 +19,15 @@ from typing import Any
 from xapp.bench.common import BenchQuestion
 from xapp.bench.latency import BASELINE, COMPONENTS, Measurement, warmup_questions
 from xapp.config import Settings
-from xapp.domain import Action, PathKind, Step
+from xapp.domain import Action, PathKind, Question, Step
 from xapp.errors import ArgoError
 from xapp.llm import prompts
 from xapp.llm.base import Message
 from xapp.llm.models import resolve_model
 
 STRATEGY = "seed-chain"  # decompose → retrieve → reason → synthesize, once each
+# The seed's fixed token caps per component (its synthesis generated the answer, the option parsed from it).
+SEED_SETTINGS = {"max_tokens_decompose": 32, "max_tokens_reason": 64, "max_tokens_synthesize": 96}
 NO_DEADLINE_S = 3600.0  # the baseline has none; the retrieval call still wants one
 
 
@@ -94,6 +96,22 @@ class HFGenerator:
         return text, n_prompt, int(completion.shape[0])
 
 
+def seed_synthesize_messages(question: Question, history: Sequence[Step]) -> list[Message]:
+    """The seed's synthesis prompt: a generated answer, from which the option is parsed afterwards."""
+    messages = prompts.reason_variants(question, history)[0].messages
+    evidence = messages[1]["content"].split("\nIn one or two sentences", 1)[0]
+    user = evidence + "\n"
+    if question.options:
+        user += (
+            "Options:\n"
+            + "\n".join(f"{i}. {prompts.strip_option_number(o)}" for i, o in enumerate(question.options, 1))
+            + "\nReply with the number of the correct option first, as 'Answer: N', then one sentence why."
+        )
+    else:
+        user += "Answer in at most three sentences."
+    return [messages[0], {"role": "user", "content": user}]
+
+
 async def _one(
     gen: HFGenerator, pipeline: Any, settings: Settings, bq: BenchQuestion, index: int, phase: str
 ) -> Measurement:
@@ -117,9 +135,9 @@ async def _one(
     hit = await pipeline.retrieve(query or question.text, deadline=time.monotonic() + NO_DEADLINE_S)
     times["retriever"] = (time.perf_counter() - t) * 1000.0
     history = [Step(Action.RETRIEVE, PathKind.LLM, 0.0, 0.0, 0.0, query=query, passages=hit.passages)]
-    note = llm(prompts.reason_messages(question, history), settings.max_tokens_reason, "reasoner")
+    note = llm(prompts.reason_variants(question, history)[0].messages, settings.max_tokens_reason, "reasoner")
     history.append(Step(Action.REASON, PathKind.LLM, 0.0, 0.0, 0.0, query=note.strip()))
-    answer = llm(prompts.synthesize_messages(question, history), settings.max_tokens_synthesize, "synthesizer")
+    answer = llm(seed_synthesize_messages(question, history), settings.max_tokens_synthesize, "synthesizer")
     total = (time.perf_counter() - started) * 1000.0
     # Prompt building, tokenization and decoding between the timed calls.
     times["overhead"] = max(total - sum(times.values()), 0.0)

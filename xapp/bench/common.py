@@ -203,9 +203,9 @@ def bench_settings(data_dir: Path | None, model: str | None, deadline_ms: int | 
 def request_deadline(settings: Settings, deadline_ms: float, started: float) -> float:
     """The pipeline deadline of a request with ``deadline_ms``, computed as the gRPC server does (less its
     safety margin for sending the reply), so the bench sees what a caller of the xApp would."""
-    from xapp.server.deadline import effective_deadline
+    from xapp.pipeline.budget import request_deadline
 
-    return effective_deadline(settings, max(int(deadline_ms), 1), now=started)
+    return request_deadline(settings, max(int(deadline_ms), 1), now=started)
 
 
 # ---- statistics -------------------------------------------------------------------------------------------
@@ -313,5 +313,7 @@ def prepare_out(out: Path) -> Path:
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """--data-dir, --model and --out: the same for every bench command."""
     p.add_argument("--data-dir", type=Path, help="all state lives here (default: $ARGO_DATA_DIR or per-user dir)")
-    p.add_argument("--model", help="model folder or hub id (default: offline SmolLM2-135M-Instruct)")
+    p.add_argument(
+        "--model", help="offline model short name (default qwen2.5-coder-1.5b), a model folder, a .gguf or a hub id"
+    )
     p.add_argument("--out", type=Path, required=True, help="folder for the CSVs, PNG and JSON")

@@ -1,4 +1,4 @@
-"""What an LLM-or-template component returns, and the shared LLM call with fallback bookkeeping."""
+"""What an LLM-or-template component returns, and the shared LLM call with its span and fault handling."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from opentelemetry import trace
 
-from xapp.domain import PathKind, Usage
+from xapp.domain import Cause, Component, Fallback, PathKind, Usage
 from xapp.errors import EngineUnavailable
-from xapp.llm.base import LLM, Generation, Message
+from xapp.llm.base import LLM, Choice, Generation, Message
 
 tracer = trace.get_tracer("xapp")
 
@@ -20,9 +20,22 @@ class ComponentResult:
     text: str
     path: PathKind
     usage: Usage = field(default_factory=Usage)
-    fallback_reason: str | None = None
-    choice: int | None = None
+    fallback: Fallback | None = None
+    choice: int | None = None  # 1-based option
+    probabilities: list[float] = field(default_factory=list)  # per option, when the LLM chose
     engine_error: str | None = None  # the engine itself failed (not a timeout): health reports it
+
+    @property
+    def fallback_reason(self) -> str | None:
+        return self.fallback.text if self.fallback else None
+
+
+def fell_back(component: Component, cause: Cause, detail: str, result: ComponentResult) -> ComponentResult:
+    """``result`` (a template result) marked as the fallback of ``component``'s LLM path."""
+    result.fallback = Fallback(component, cause, detail)
+    if cause is Cause.ENGINE_ERROR:
+        result.engine_error = detail
+    return result
 
 
 async def generate(
@@ -52,6 +65,23 @@ async def generate(
         if gen.finish_reason:
             span.set_attribute("gen_ai.response.finish_reasons", [gen.finish_reason])
         return gen
+
+
+async def choose(llm: LLM, messages: Sequence[Message], labels: Sequence[str], *, deadline: float) -> Choice:
+    """One option choice (a single prefill) inside a ``gen_ai.choose`` span."""
+    with tracer.start_as_current_span("gen_ai.choose") as span:
+        span.set_attribute("gen_ai.operation.name", "choose")
+        span.set_attribute("gen_ai.request.model", getattr(llm, "model_name", ""))
+        try:
+            result = await llm.choose(messages, labels, deadline=deadline)
+        except (asyncio.CancelledError, EngineUnavailable):
+            raise
+        except Exception as exc:
+            span.record_exception(exc)
+            raise EngineUnavailable(f"LLM option choice failed: {exc}") from exc
+        span.set_attribute("gen_ai.usage.input_tokens", result.prompt_tokens)
+        span.set_attribute("argo.aborted", result.aborted)
+        return result
 
 
 def usage_of(gen: Generation) -> Usage:

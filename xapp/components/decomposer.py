@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from xapp.components.base import ComponentResult, generate, usage_of
+from xapp.components.base import ComponentResult, fell_back, generate, usage_of
 from xapp.components.text import ACRONYMS, acronyms, terms
-from xapp.domain import Action, PathKind, Question, Step
+from xapp.domain import Action, Cause, Component, PathKind, Question, Step
 from xapp.errors import EngineUnavailable
 from xapp.llm import prompts
-from xapp.llm.base import LLM
+from xapp.llm.base import LLM, Message
+
+DECOMPOSER = Component.DECOMPOSER
 
 _SPLIT = re.compile(
     r"\?\s+|;\s*|,?\s+(?:and also|as well as|and how|and what|and why|and which|versus|vs\.?)\s+",
@@ -44,9 +46,8 @@ def template_subqueries(question: Question) -> list[str]:
 
 
 class Decomposer:
-    def __init__(self, llm: LLM | None, max_tokens: int) -> None:
+    def __init__(self, llm: LLM | None) -> None:
         self.llm = llm
-        self.max_tokens = max_tokens
 
     @staticmethod
     def asked(history: Sequence[Step]) -> set[str]:
@@ -58,34 +59,31 @@ class Decomposer:
         every = template_subqueries(question)
         return [q for q in every if q.lower() not in asked] or every
 
-    def template(self, question: Question, history: Sequence[Step], reason: str | None = None) -> ComponentResult:
-        return ComponentResult(self.candidates(question, history)[0], PathKind.TEMPLATE, fallback_reason=reason)
+    def template(self, question: Question, history: Sequence[Step]) -> ComponentResult:
+        return ComponentResult(self.candidates(question, history)[0], PathKind.TEMPLATE)
 
-    async def decompose(self, question: Question, history: Sequence[Step], deadline: float | None) -> ComponentResult:
-        """LLM path when an engine and a deadline are given, else (or when it fails) the template path.
+    def messages(self, question: Question, history: Sequence[Step]) -> list[Message]:
+        return prompts.decompose_messages(question, history, self.candidates(question, history))
 
-        A sub-query that repeats an earlier one is kept: it is the model's judgement, and its retrieval
-        simply brings no new passages, so progress does not advance (a failed retrieval in ARGO's terms)."""
-        if self.llm is None or deadline is None:
-            return self.template(question, history)
+    async def decompose(
+        self, question: Question, history: Sequence[Step], messages: list[Message], *, max_tokens: int, deadline: float
+    ) -> ComponentResult:
+        """The LLM's sub-query; the template one when the LLM fails, runs out of time, or writes an unusable
+        query (no search terms, or one already searched)."""
+        assert self.llm is not None
         try:
-            gen = await generate(
-                self.llm,
-                prompts.decompose_messages(question, history, self.candidates(question, history)),
-                max_tokens=self.max_tokens,
-                deadline=deadline,
-            )
+            gen = await generate(self.llm, messages, max_tokens=max_tokens, deadline=deadline)
         except EngineUnavailable as exc:
-            failed = self.template(question, history, f"decompose: {exc}")
-            failed.engine_error = str(exc)
-            return failed
-        usage = usage_of(gen)
+            return fell_back(DECOMPOSER, Cause.ENGINE_ERROR, str(exc), self.template(question, history))
         query = prompts.clean_query(gen.text)
         if gen.aborted:
-            result = self.template(question, history, "decompose: LLM ran out of time and was aborted")
+            cause, detail = Cause.ABORTED, "LLM ran out of time and was aborted"
         elif len(terms(query)) == 0:
-            result = self.template(question, history, "decompose: LLM sub-query has no search terms")
+            cause, detail = Cause.UNUSABLE_OUTPUT, "LLM sub-query has no search terms"
+        elif query.lower() in self.asked(history):
+            cause, detail = Cause.UNUSABLE_OUTPUT, "LLM repeated a searched query"
         else:
-            return ComponentResult(query, PathKind.LLM, usage)
-        result.usage = usage
+            return ComponentResult(query, PathKind.LLM, usage_of(gen))
+        result = fell_back(DECOMPOSER, cause, detail, self.template(question, history))
+        result.usage = usage_of(gen)
         return result

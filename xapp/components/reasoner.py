@@ -4,45 +4,43 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xapp.components.base import ComponentResult, generate, usage_of
+from xapp.components.base import ComponentResult, fell_back, generate, usage_of
 from xapp.components.extractive import rank_evidence
-from xapp.domain import PathKind, Question, Step
+from xapp.domain import Cause, Component, Fallback, PathKind, Question, Step
 from xapp.errors import EngineUnavailable
-from xapp.llm import prompts
-from xapp.llm.base import LLM
+from xapp.llm.base import LLM, Message
+
+REASONER = Component.REASONER
 
 
 class Reasoner:
-    def __init__(self, llm: LLM | None, max_tokens: int) -> None:
+    def __init__(self, llm: LLM | None) -> None:
         self.llm = llm
-        self.max_tokens = max_tokens
 
-    def template(self, question: Question, history: Sequence[Step], reason: str | None = None) -> ComponentResult:
+    def template(self, question: Question, history: Sequence[Step]) -> ComponentResult:
         """Extractive note: the single most relevant sentence of the evidence gathered so far."""
         passages = [p for s in history for p in s.passages]
         ranked = rank_evidence(question.text, passages)
         note = ranked[0].sentence if ranked else "No evidence gathered yet."
-        return ComponentResult(note, PathKind.TEMPLATE, fallback_reason=reason)
+        return ComponentResult(note, PathKind.TEMPLATE)
 
-    async def reason(self, question: Question, history: Sequence[Step], deadline: float | None) -> ComponentResult:
-        if self.llm is None or deadline is None:
-            return self.template(question, history)
+    async def reason(
+        self, question: Question, history: Sequence[Step], messages: list[Message], *, max_tokens: int, deadline: float
+    ) -> ComponentResult:
+        assert self.llm is not None
         try:
-            gen = await generate(
-                self.llm,
-                prompts.reason_messages(question, history),
-                max_tokens=self.max_tokens,
-                deadline=deadline,
-            )
+            gen = await generate(self.llm, messages, max_tokens=max_tokens, deadline=deadline)
         except EngineUnavailable as exc:
-            failed = self.template(question, history, f"reason: {exc}")
-            failed.engine_error = str(exc)
-            return failed
+            return fell_back(REASONER, Cause.ENGINE_ERROR, str(exc), self.template(question, history))
         text = gen.text.strip()
         if gen.aborted and not text:
-            result = self.template(question, history, "reason: LLM ran out of time and was aborted")
+            result = fell_back(
+                REASONER, Cause.ABORTED, "LLM ran out of time and was aborted", self.template(question, history)
+            )
             result.usage = usage_of(gen)
             return result
         # A reasoning note cut short by the deadline is still a usable note.
-        reason = "reason: LLM output truncated at the deadline" if gen.aborted else None
-        return ComponentResult(text, PathKind.LLM, usage_of(gen), reason)
+        result = ComponentResult(text, PathKind.LLM, usage_of(gen))
+        if gen.aborted:
+            result.fallback = Fallback(REASONER, Cause.ABORTED, "LLM output truncated at the deadline")
+        return result

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xapp.components.base import ComponentResult, generate, usage_of
+from xapp.components.base import ComponentResult, choose, fell_back, generate, usage_of
 from xapp.components.extractive import extractive_answer, pick_option
-from xapp.domain import PathKind, Question, Step, Usage
+from xapp.domain import Cause, Component, PathKind, Question, Step, Usage
 from xapp.errors import EngineUnavailable
 from xapp.llm import prompts
-from xapp.llm.base import LLM
+from xapp.llm.base import LLM, Message
 from xapp.store.embedding import MiniLMEmbedder
+
+SYNTHESIZER = Component.SYNTHESIZER
+
+
+def _failed(cause: Cause, detail: str, usage: Usage | None = None) -> ComponentResult:
+    """An LLM synthesis that produced nothing usable: the pipeline answers through templates instead."""
+    return fell_back(SYNTHESIZER, cause, detail, ComponentResult("", PathKind.TEMPLATE, usage or Usage()))
 
 
 class Synthesizer:
-    def __init__(self, llm: LLM | None, max_tokens: int, embedder: MiniLMEmbedder | None = None) -> None:
+    def __init__(self, llm: LLM | None, embedder: MiniLMEmbedder | None = None) -> None:
         self.llm = llm
-        self.max_tokens = max_tokens
         self.embedder = embedder
 
-    def template(self, question: Question, history: Sequence[Step], reason: str | None = None) -> ComponentResult:
+    def template(self, question: Question, history: Sequence[Step]) -> ComponentResult:
         """Extractive synthesis; with options, the option best supported by the evidence."""
         passages = [p for s in history for p in s.passages]
         text, _ = extractive_answer(question.text, passages)
@@ -27,47 +33,38 @@ class Synthesizer:
         if question.options:
             choice = pick_option(question.text, question.options, passages, self.embedder)
             text = f"{choice}. {prompts.strip_option_number(question.options[choice - 1])} — evidence: {text}"
-        return ComponentResult(text, PathKind.TEMPLATE, fallback_reason=reason, choice=choice)
+        return ComponentResult(text, PathKind.TEMPLATE, choice=choice)
 
-    async def synthesize_llm(self, question: Question, history: Sequence[Step], deadline: float) -> ComponentResult:
-        """The LLM path alone. Raises ``NeedsTemplate`` when its output cannot be used; a multiple-choice
-        reply whose option cannot be read comes back with ``choice`` None and path MIXED: the caller lets
-        the template scorer pick (the pipeline does so under its own time limit)."""
-        if self.llm is None:
-            raise NeedsTemplate("synthesize: no LLM engine", Usage())
+    async def choose(
+        self, question: Question, history: Sequence[Step], messages: list[Message], *, deadline: float
+    ) -> ComponentResult:
+        """The LLM's option from one prefill, with the probability of every option."""
+        assert self.llm is not None
         try:
-            gen = await generate(
-                self.llm,
-                prompts.synthesize_messages(question, history),
-                max_tokens=self.max_tokens,
-                deadline=deadline,
-            )
+            result = await choose(self.llm, messages, prompts.option_labels(question), deadline=deadline)
         except EngineUnavailable as exc:
-            raise NeedsTemplate(f"synthesize: {exc}", Usage(), engine_error=str(exc)) from exc
+            return _failed(Cause.ENGINE_ERROR, str(exc))
+        usage = Usage(result.prompt_tokens, 0 if result.aborted else 1, result.total_s * 1000.0, result.aborted)
+        if result.index is None:
+            return _failed(Cause.ABORTED, "LLM ran out of time and was aborted", usage)
+        choice = result.index + 1
+        text = f"{choice}. {prompts.strip_option_number(question.options[result.index])}"
+        evidence, _ = extractive_answer(question.text, [p for s in history for p in s.passages], max_sentences=1)
+        if any(s.passages for s in history):
+            text += f" — evidence: {evidence}"
+        return ComponentResult(text, PathKind.LLM, usage, choice=choice, probabilities=list(result.probabilities))
+
+    async def answer(self, messages: list[Message], *, max_tokens: int, deadline: float) -> ComponentResult:
+        """The LLM's answer to an open question, ending on a full sentence."""
+        assert self.llm is not None
+        try:
+            gen = await generate(self.llm, messages, max_tokens=max_tokens, deadline=deadline)
+        except EngineUnavailable as exc:
+            return _failed(Cause.ENGINE_ERROR, str(exc))
         usage = usage_of(gen)
-        text = gen.text.strip()
-        if gen.aborted:
-            raise NeedsTemplate("synthesize: LLM ran out of time and was aborted", usage)
+        text = prompts.complete_sentences(gen.text) if gen.finish_reason != "stop" else gen.text.strip()
+        if gen.aborted and not text:
+            return _failed(Cause.ABORTED, "LLM ran out of time and was aborted", usage)
         if not text:
-            raise NeedsTemplate("synthesize: LLM returned an empty answer", usage)
-        if not question.options:
-            return ComponentResult(text, PathKind.LLM, usage)
-        choice = prompts.parse_choice(text, question.options)
-        if choice is None:
-            return ComponentResult(
-                text,
-                PathKind.MIXED,
-                usage,
-                "synthesize: option not readable in LLM output; template scorer chose",
-            )
-        return ComponentResult(text, PathKind.LLM, usage, choice=choice)
-
-
-class NeedsTemplate(Exception):
-    """The LLM synthesis produced nothing usable; ``usage`` is what it cost anyway."""
-
-    def __init__(self, reason: str, usage: Usage, engine_error: str | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.usage = usage
-        self.engine_error = engine_error
+            return _failed(Cause.UNUSABLE_OUTPUT, "LLM returned an empty answer", usage)
+        return ComponentResult(text, PathKind.LLM, usage)

@@ -8,9 +8,10 @@ prefill time inside a sub-second budget.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from xapp.domain import Action, Question, Step
+from xapp.domain import Action, Passage, Question, Step
 from xapp.llm.base import Message
 
 SYSTEM = (
@@ -19,30 +20,62 @@ SYSTEM = (
     "using the evidence you are given."
 )
 
-MAX_EVIDENCE_CHARS = 1500  # evidence beyond this costs prefill time and rarely changes the answer
+
+@dataclass(frozen=True)
+class PromptVariant:
+    """One way to write a call's prompt, and what it leaves out (empty: nothing)."""
+
+    messages: list[Message]
+    trimmed: str = ""
 
 
-def _evidence(history: Sequence[Step], limit: int = MAX_EVIDENCE_CHARS) -> str:
-    lines: list[str] = []
+# Evidence in a prompt, richest first: (passages, characters per passage). The planner sends the first that
+# fits the time left; on CPU every prompt token costs prefill time inside a sub-second budget.
+NO_EVIDENCE = "(none)"
+EVIDENCE_LEVELS: tuple[tuple[int, int], ...] = ((6, 500), (4, 400), (3, 300), (2, 250), (1, 200), (0, 0))
+
+
+def _passages(history: Sequence[Step]) -> list[Passage]:
+    """Every distinct passage so far, in the order retrieved (each retrieval's best first)."""
     seen: set[str] = set()
-    used = 0
+    out: list[Passage] = []
     for step in history:
-        if step.action is Action.REASON and step.query:
-            text = f"- (note) {step.query}"
-            lines.append(text)
-            used += len(text)
         for passage in step.passages:
-            if passage.id in seen:
-                continue
-            seen.add(passage.id)
-            snippet = " ".join(passage.text.split())
-            room = limit - used
-            if room <= 80:
-                break
-            snippet = snippet[: min(len(snippet), room, 500)]
-            lines.append(f"- [{passage.source}] {snippet}")
-            used += len(snippet)
-    return "\n".join(lines) if lines else "(none yet)"
+            if passage.id not in seen:
+                seen.add(passage.id)
+                out.append(passage)
+    return out
+
+
+def _evidence(history: Sequence[Step], max_passages: int, max_chars: int) -> str:
+    lines = [f"- (note) {s.query}" for s in history if s.action is Action.REASON and s.query]
+    for passage in _passages(history)[:max_passages]:
+        snippet = " ".join(passage.text.split())
+        if len(snippet) > max_chars:
+            snippet = snippet[:max_chars].rsplit(" ", 1)[0] + " …"
+        lines.append(f"- [{passage.source}] {snippet}")
+    return "\n".join(lines) if lines else NO_EVIDENCE
+
+
+def evidence_variants(history: Sequence[Step], build: Callable[[str], list[Message]]) -> list[PromptVariant]:
+    """``build(evidence_text)`` at every evidence level that differs from the richer one before it."""
+    available = len(_passages(history))
+    variants: list[PromptVariant] = []
+    previous = None
+    for max_passages, max_chars in EVIDENCE_LEVELS:
+        kept = min(max_passages, available)
+        text = _evidence(history, max_passages, max_chars)
+        if text == previous:
+            continue
+        previous = text
+        if kept == available and max_chars == EVIDENCE_LEVELS[0][1]:
+            trimmed = ""
+        elif kept == 0:
+            trimmed = f"evidence left out ({available} passages)" if available else ""
+        else:
+            trimmed = f"evidence trimmed to {kept} of {available} passages, {max_chars} characters each"
+        variants.append(PromptVariant(build(text), trimmed))
+    return variants
 
 
 def _options(question: Question) -> str:
@@ -70,24 +103,60 @@ def decompose_messages(question: Question, history: Sequence[Step], candidates: 
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
-def reason_messages(question: Question, history: Sequence[Step]) -> list[Message]:
-    user = (
-        f"Question: {question.text}\nEvidence:\n{_evidence(history)}\n"
-        "In one or two sentences, state what the evidence implies for the question."
-    )
+def _turns(user: str) -> list[Message]:
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def reason_variants(question: Question, history: Sequence[Step]) -> list[PromptVariant]:
+    return evidence_variants(
+        history,
+        lambda evidence: _turns(
+            f"Question: {question.text}\nEvidence:\n{evidence}\n"
+            "In one or two sentences, state what the evidence implies for the question."
+        ),
+    )
+
+
+def choose_variants(question: Question, history: Sequence[Step]) -> list[PromptVariant]:
+    """Multiple choice: the reply's first token is the option's number, read from one prefill."""
+    return evidence_variants(
+        history,
+        lambda evidence: _turns(
+            f"Question: {question.text}\n"
+            + (f"Evidence (may be incomplete):\n{evidence}\n" if evidence != NO_EVIDENCE else "")
+            + f"Options:\n{_options(question)}\nReply with the number of the correct option only."
+        ),
+    )
+
+
+def option_labels(question: Question) -> list[str]:
+    return [str(i) for i in range(1, len(question.options) + 1)]
+
+
+def answer_variants(question: Question, history: Sequence[Step]) -> list[PromptVariant]:
+    """Open questions: an answer grounded in the evidence, citing the sources it uses."""
+    return evidence_variants(
+        history,
+        lambda evidence: _turns(
+            f"Question: {question.text}\nEvidence:\n{evidence}\n"
+            "Answer from the evidence in at most three sentences; name the [source] of each fact you use."
+        ),
+    )
 
 
 def synthesize_messages(question: Question, history: Sequence[Step]) -> list[Message]:
-    user = f"Question: {question.text}\nEvidence:\n{_evidence(history)}\n"
-    if question.options:
-        user += (
-            f"Options:\n{_options(question)}\n"
-            "Reply with the number of the correct option first, as 'Answer: N', then one sentence why."
-        )
-    else:
-        user += "Answer in at most three sentences."
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    """The richest synthesis prompt (for benches and calibration)."""
+    variants = choose_variants(question, history) if question.options else answer_variants(question, history)
+    return variants[0].messages
+
+
+def complete_sentences(text: str) -> str:
+    """Cut a reply that stopped mid-sentence back to its last full sentence (all of it if it has none)."""
+    text = text.strip()
+    if not text or text[-1] in ".!?)]\"'":
+        return text
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    return text[: ends[-1]] if ends else text
 
 
 _CHOICE_PATTERNS = (

@@ -1,10 +1,17 @@
-"""The time budget of one request, and the running latency estimates it plans with.
+"""Every deadline decision of a request: its deadline, the reserves, and what each call may cost.
 
-ARGO plans with the time it has: a step starts only if its estimated latency fits before the deadline minus
-the reserve that the final synthesis needs. Estimates are exponentially weighted means of observed
-latencies per component and path (``decompose.llm``, ``retrieve``, ``synthesize.template`` …), shared by all
-requests of the process, plus a spread term so that a component that is usually fast but sometimes slow is
-planned with its slow side.
+Search here first. :func:`request_deadline` turns a caller's deadline into the pipeline's (server, CLI and
+benches use it); the reserves are the constants below; :meth:`Budget.fits` decides whether a template or
+retrieval step may start, and :meth:`Budget.plan_llm` whether an LLM call may — with how much evidence in
+its prompt, how many tokens to generate and by when it is aborted.
+
+Two kinds of estimate, shared by all requests of the process:
+
+* :class:`LatencyEstimator` — EWMA (plus spread) of observed latencies per component and path
+  (``retrieve``, ``synthesize.template`` …): for work whose cost does not depend on its input size.
+* :class:`LLMCostModel` — seconds per uncached prompt token (prefill) and per generated token (decode),
+  calibrated at start-up and updated online from every LLM call: an LLM call's cost is counted from its
+  prompt before it is sent.
 """
 
 from __future__ import annotations
@@ -12,18 +19,47 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from xapp.config import Settings
+from xapp.llm.base import LLM, Choice, Generation, Message
+from xapp.llm.prompts import PromptVariant
 
-# Seconds; the first observations replace these quickly. LLM priors assume ~40 tok/s on CPU.
+# Seconds; the first observations replace these quickly.
 TEMPLATE_PRIOR_S = 0.01
 RETRIEVE_PRIOR_S = 0.05
-LEXICAL_RESERVE_S = 0.025  # the lexical-only template synthesis at the very end (~1-10 ms; more on a loaded CPU)
+# --- the reserves: every time a request keeps back, in one place ---------------------------------------
+# The lexical-only template synthesis at the very end (~1-10 ms; more on a loaded CPU): always kept free.
+LEXICAL_RESERVE_S = 0.025
+# A request admitted by the server must have at least this left to produce a template answer (retrieval
+# and extractive synthesis run in a few ms; the rest is headroom for a loaded event loop).
+ADMISSION_RESERVE_S = 0.05
+# The transport's share: ``Settings.safety_margin_ms``, at most this fraction of a short deadline.
+MAX_MARGIN_FRACTION = 0.1
 
 
-def llm_prior_s(max_tokens: int, tokens_per_s: float = 40.0, prefill_s: float = 0.15) -> float:
-    return prefill_s + max_tokens / tokens_per_s
+def request_deadline(
+    settings: Settings,
+    deadline_ms: float = 0,
+    time_remaining: float | None = None,
+    *,
+    now: float | None = None,
+) -> float:
+    """The pipeline's deadline (absolute ``time.monotonic()``) for a request.
+
+    The earliest of the request's ``deadline_ms`` (0: the configured default), the configured maximum and
+    the caller's own gRPC deadline (``time_remaining`` seconds; None: none), less the safety margin kept back
+    for sending the reply. ``deadline_ms`` must already be validated (>= 0). The result may lie in the past;
+    the pipeline then answers on the template path at once.
+    """
+    start = time.monotonic() if now is None else now
+    budget_s = min(deadline_ms or settings.deadline_ms, settings.max_deadline_ms) / 1000.0
+    if time_remaining is not None:
+        budget_s = min(budget_s, max(time_remaining, 0.0))
+    margin_s = min(settings.safety_margin_ms / 1000.0, MAX_MARGIN_FRACTION * budget_s)
+    return start + budget_s - margin_s
 
 
 class LatencyEstimator:
@@ -54,9 +90,6 @@ class LatencyEstimator:
     def for_settings(cls, settings: Settings) -> LatencyEstimator:
         return cls(
             {
-                "decompose.llm": llm_prior_s(settings.max_tokens_decompose),
-                "reason.llm": llm_prior_s(settings.max_tokens_reason),
-                "synthesize.llm": llm_prior_s(settings.max_tokens_synthesize),
                 "decompose.template": TEMPLATE_PRIOR_S,
                 "reason.template": TEMPLATE_PRIOR_S,
                 "synthesize.template": 0.05,  # lexical scoring plus embedding the options
@@ -104,12 +137,184 @@ class LatencyEstimator:
             return {k: round(self._mean[k] * 1000.0, 2) for k in sorted(self._mean)}
 
 
+class LLMCostModel:
+    """What an LLM call costs on this machine: ``overhead + prefill·(uncached prompt tokens) + decode·(tokens−1)``.
+
+    Calibrated at start-up from two prompt lengths and one short decode, then updated with every call the
+    engine makes (EWMA). A call that shares the engine with ``load`` others is planned ``(1 + load)`` times
+    slower: on a CPU their prefill and decode compete for the same cores. Plans add a safety factor from the
+    running relative error of the predictions, so a machine whose speed varies is planned with its slow side.
+    """
+
+    def __init__(
+        self,
+        prefill_s: float = 0.004,
+        decode_s: float = 0.08,
+        overhead_s: float = 0.03,
+        alpha: float = 0.2,
+    ) -> None:
+        self.prefill_s = prefill_s  # per uncached prompt token
+        self.decode_s = decode_s  # per generated token after the first
+        self.overhead_s = overhead_s  # per call: scheduling, sampling, detokenizing
+        self.cached_tokens = 0.0  # EWMA of the prompt tokens served from the prefix cache
+        self.rel_error = 0.1  # EWMA of |observed / predicted − 1|
+        self._alpha = alpha
+        self._lock = threading.Lock()
+
+    def calibrate(self, *, overhead_s: float, prefill_s: float, decode_s: float, cached_tokens: float) -> None:
+        with self._lock:
+            self.overhead_s = max(overhead_s, 0.0)
+            self.prefill_s = max(prefill_s, 1e-5)
+            self.decode_s = max(decode_s, 1e-4)
+            self.cached_tokens = max(cached_tokens, 0.0)
+
+    def _nominal(self, prompt_tokens: int, max_tokens: int, load: int) -> float:
+        uncached = max(prompt_tokens - self.cached_tokens, 1.0)
+        single = self.overhead_s + self.prefill_s * uncached + self.decode_s * max(max_tokens - 1, 0)
+        return single * (1 + max(load, 0))
+
+    def safety(self) -> float:
+        return 1.0 + max(0.1, 2.0 * self.rel_error)
+
+    def predict(self, prompt_tokens: int, max_tokens: int, *, load: int = 0) -> float:
+        """Seconds to plan for a call with this prompt and up to ``max_tokens`` tokens (pessimistic)."""
+        with self._lock:
+            return self._nominal(prompt_tokens, max_tokens, load) * self.safety()
+
+    def tokens_within(self, seconds: float, prompt_tokens: int, *, load: int = 0) -> int:
+        """The most tokens a call with this prompt can generate in ``seconds`` (0 if not even the first)."""
+        with self._lock:
+            first = self._nominal(prompt_tokens, 1, load) * self.safety()
+            if seconds < first:
+                return 0
+            per_token = self.decode_s * (1 + max(load, 0)) * self.safety()
+            return 1 + int((seconds - first) / per_token)
+
+    def observe(
+        self,
+        *,
+        prompt_tokens: int,
+        cached_tokens: int,
+        ttft_s: float,
+        completion_tokens: int,
+        total_s: float,
+        aborted: bool,
+        load: int = 0,
+    ) -> None:
+        """Learn from a finished call (``load``: other requests in the engine when it started)."""
+        if not (math.isfinite(ttft_s) and math.isfinite(total_s)) or total_s <= 0:
+            return
+        a = self._alpha
+        scale = 1 + max(load, 0)
+        with self._lock:
+            predicted = self._nominal(prompt_tokens, max(completion_tokens, 1), load)
+            self.cached_tokens = (1 - a) * self.cached_tokens + a * cached_tokens
+            if aborted:
+                # Cut off by its deadline: it would have taken longer. Only ever raises the estimates.
+                if total_s > predicted:
+                    self.rel_error = (1 - a) * self.rel_error + a * (total_s / predicted - 1)
+                return
+            self.rel_error = (1 - a) * self.rel_error + a * abs(total_s / predicted - 1)
+            uncached = prompt_tokens - cached_tokens
+            if uncached >= 16 and completion_tokens >= 1:
+                per_token = max(ttft_s / scale - self.overhead_s, 0.0) / uncached
+                self.prefill_s = (1 - a) * self.prefill_s + a * max(per_token, 1e-5)
+            if completion_tokens >= 3:
+                per_token = (total_s - ttft_s) / scale / (completion_tokens - 1)
+                self.decode_s = (1 - a) * self.decode_s + a * max(per_token, 1e-4)
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return {
+                "prefill_ms_per_token": round(self.prefill_s * 1000.0, 3),
+                "decode_ms_per_token": round(self.decode_s * 1000.0, 2),
+                "overhead_ms": round(self.overhead_s * 1000.0, 2),
+                "cached_tokens": round(self.cached_tokens, 1),
+                "rel_error": round(self.rel_error, 3),
+            }
+
+
+class MeteredLLM:
+    """The engine, with every call it makes taught to the cost model (one place, whichever component calls)."""
+
+    def __init__(self, llm: LLM, costs: LLMCostModel) -> None:
+        self._llm = llm
+        self.costs = costs
+        self.model_name = llm.model_name
+
+    async def generate(
+        self, messages: Sequence[Message], *, max_tokens: int, deadline: float, stop: Sequence[str] | None = None
+    ) -> Generation:
+        load = self._llm.num_unfinished_requests()
+        gen = await self._llm.generate(messages, max_tokens=max_tokens, deadline=deadline, stop=stop)
+        self.costs.observe(
+            prompt_tokens=gen.prompt_tokens,
+            cached_tokens=gen.cached_tokens,
+            ttft_s=gen.ttft_s,
+            completion_tokens=gen.completion_tokens,
+            total_s=gen.total_s,
+            aborted=gen.aborted,
+            load=load,
+        )
+        return gen
+
+    async def choose(self, messages: Sequence[Message], labels: Sequence[str], *, deadline: float) -> Choice:
+        load = self._llm.num_unfinished_requests()
+        choice = await self._llm.choose(messages, labels, deadline=deadline)
+        self.costs.observe(
+            prompt_tokens=choice.prompt_tokens,
+            cached_tokens=choice.cached_tokens,
+            ttft_s=choice.total_s,
+            completion_tokens=0 if choice.aborted else 1,
+            total_s=choice.total_s,
+            aborted=choice.aborted,
+            load=load,
+        )
+        return choice
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> int:
+        return self._llm.prompt_tokens(messages)
+
+    def num_unfinished_requests(self) -> int:
+        return self._llm.num_unfinished_requests()
+
+
+class TokenCounter(Protocol):
+    def prompt_tokens(self, messages: Sequence[Message]) -> int: ...
+
+    def num_unfinished_requests(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class LLMPlan:
+    """An LLM call that fits: the prompt to send, how many tokens, and when to abort it."""
+
+    variant: PromptVariant
+    prompt_tokens: int
+    max_tokens: int
+    deadline: float  # absolute monotonic: the engine aborts the call here
+    predicted_s: float
+    load: int  # other requests in the engine when planned
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.variant.messages
+
+
+@dataclass(frozen=True)
+class NoPlan:
+    """No variant fits, not even the leanest with the fewest useful tokens; ``detail`` gives the figures."""
+
+    detail: str
+
+
 @dataclass
 class Budget:
     """Deadline of one request (absolute ``time.monotonic()``), and what must stay free at the end."""
 
     deadline: float
     estimator: LatencyEstimator
+    costs: LLMCostModel = field(default_factory=LLMCostModel)
     started: float = field(default_factory=time.monotonic)
 
     def remaining(self) -> float:
@@ -135,3 +340,30 @@ class Budget:
         need = sum(self.estimator.estimate(k) for k in keys) * 1000.0
         left = (self.remaining() - keep) * 1000.0
         return f"needs ~{need:.0f} ms, {max(left, 0.0):.0f} ms left"
+
+    def plan_llm(
+        self,
+        llm: TokenCounter,
+        variants: Sequence[PromptVariant],
+        *,
+        min_tokens: int,
+        max_tokens: int,
+        keep: float = 0.0,
+    ) -> LLMPlan | NoPlan:
+        """The first variant (richest first) whose call, generating at least ``min_tokens``, ends before the
+        deadline minus ``keep``; it may generate as many tokens as the time left allows, up to ``max_tokens``.
+        The plan's deadline is that instant, so the engine aborts the call there if it runs long."""
+        now = time.monotonic()
+        until = self.deadline - keep
+        left = until - now
+        load = llm.num_unfinished_requests()
+        need = 0.0
+        for variant in variants:
+            tokens = llm.prompt_tokens(variant.messages)
+            need = self.costs.predict(tokens, min_tokens, load=load)
+            if need <= left:
+                fit = min(max_tokens, self.costs.tokens_within(left, tokens, load=load))
+                predicted = self.costs.predict(tokens, fit, load=load)
+                return LLMPlan(variant, tokens, max(fit, min_tokens), until, predicted, load)
+        busy = f", {load} other LLM calls running" if load else ""
+        return NoPlan(f"needs ~{need * 1000:.0f} ms, {max(left, 0.0) * 1000:.0f} ms left{busy}")

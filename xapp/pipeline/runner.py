@@ -1,8 +1,9 @@
 """The ARGO loop for one question: ask the strategy, run the step, update progress U, synthesize in time.
 
-The pipeline owns the deadline budget. It never starts a step whose estimated latency does not fit before
-the deadline minus the reserve for the final synthesis; LLM work that runs long is aborted at its own
-deadline, and the template path answers instead. The reply says which path produced it and why.
+Every "may this start?" question is answered by the request's :class:`~xapp.pipeline.budget.Budget`:
+``fits`` for template and retrieval work, ``plan_llm`` for LLM calls (which evidence goes into the prompt,
+how many tokens, when the call is aborted). When the LLM path of a component cannot run or fails, the
+template path answers and the reply lists the :class:`~xapp.domain.Fallback` with its cause.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,26 +21,35 @@ from xapp.components.base import ComponentResult
 from xapp.components.decomposer import Decomposer
 from xapp.components.reasoner import Reasoner
 from xapp.components.retriever import Retriever
-from xapp.components.synthesizer import NeedsTemplate, Synthesizer
+from xapp.components.synthesizer import Synthesizer
 from xapp.config import Settings
-from xapp.domain import Action, Answer, Passage, PathKind, Question, Step
+from xapp.domain import Action, Answer, Cause, Component, Fallback, Passage, PathKind, Question, Step
 from xapp.errors import StoreUnavailable
 from xapp.llm import prompts
 from xapp.llm.base import LLM
-from xapp.pipeline.budget import LEXICAL_RESERVE_S, Budget, LatencyEstimator
+from xapp.pipeline.budget import (
+    LEXICAL_RESERVE_S,
+    Budget,
+    LatencyEstimator,
+    LLMCostModel,
+    LLMPlan,
+    MeteredLLM,
+    NoPlan,
+)
 from xapp.policy.strategies import LoopState, make_strategy
 from xapp.store.knowledge_base import KnowledgeBase
 
 tracer = trace.get_tracer("xapp")
 
-# Component names as they appear in timings, metrics and the latency report.
-POLICY, DECOMPOSER, RETRIEVER, REASONER, SYNTHESIZER = (
-    "policy",
-    "decomposer",
-    "retriever",
-    "reasoner",
-    "synthesizer",
-)
+POLICY, DECOMPOSER, RETRIEVER, REASONER, SYNTHESIZER = (c.value for c in Component)
+
+# Fewest tokens worth generating: a sub-query, a reasoning note, an open answer, a justification.
+MIN_QUERY_TOKENS = 6
+MIN_NOTE_TOKENS = 12
+MIN_ANSWER_TOKENS = 24
+MIN_JUSTIFICATION_TOKENS = 16
+# Evidence the loop keeps time for in the final LLM synthesis (about two passages).
+RESERVE_EVIDENCE_TOKENS = 160
 
 StepCallback = Callable[[Step], None]
 
@@ -54,9 +65,11 @@ class _Run:
     progress: float = 0.0
     seen: set[str] = field(default_factory=set)
     paths: list[PathKind] = field(default_factory=list)
-    fallbacks: list[str] = field(default_factory=list)
+    fallbacks: list[Fallback] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     engine_error: str | None = None  # set when the engine itself failed during this request
+    trimmed: str = ""
+    bare_synthesis_tokens: int | None = None  # the synthesis prompt without evidence, counted once
 
     def add_time(self, component: str, ms: float) -> None:
         self.timings[component] = self.timings.get(component, 0.0) + ms
@@ -65,21 +78,23 @@ class _Run:
         self.paths.append(result.path)
         if result.engine_error:
             self.engine_error = result.engine_error
-        if result.fallback_reason:
-            self._add_reason(result.fallback_reason)
+        if result.fallback:
+            self.fallback(result.fallback)
 
-    def _add_reason(self, reason: str) -> None:
-        """Once per kind: the same reason for every step ("no time for the LLM (needs …)") is said once,
-        with the figures of its first occurrence."""
-        kind = reason.split(" (", 1)[0]
-        if all(r.split(" (", 1)[0] != kind for r in self.fallbacks):
-            self.fallbacks.append(reason)
-
-    def fallback(self, reason: str) -> None:
-        self._add_reason(reason)
-        with tracer.start_as_current_span("argo.fallback") as span:
-            span.set_attribute("argo.fallback_reason", reason)
-            span.set_attribute("argo.budget.remaining_ms", self.budget.remaining_ms())
+    def fallback(self, fallback: Fallback) -> None:
+        """Once per component and cause: the figures of the first occurrence are the ones reported."""
+        if any((f.component, f.cause) == (fallback.component, fallback.cause) for f in self.fallbacks):
+            return
+        self.fallbacks.append(fallback)
+        span = trace.get_current_span()
+        span.add_event(
+            "argo.fallback",
+            {
+                "argo.component": fallback.component.value,
+                "argo.fallback.cause": fallback.cause.value,
+                "argo.budget.remaining_ms": self.budget.remaining_ms(),
+            },
+        )
 
 
 def overall_path(paths: Sequence[PathKind]) -> PathKind:
@@ -100,9 +115,12 @@ class ArgoPipeline:
         kb: KnowledgeBase | None,
         llm: LLM | None,
         estimator: LatencyEstimator | None = None,
+        costs: LLMCostModel | None = None,
     ) -> None:
         self.kb = kb
-        self.llm = llm
+        self.costs = costs or LLMCostModel()
+        self.llm: LLM | None = MeteredLLM(llm, self.costs) if llm is not None else None
+        self.engine = llm
         self.estimator = estimator or LatencyEstimator.for_settings(settings)
         self.store_error: str | None = None  # last store failure, cleared by the next success
         self.llm_error: str | None = None
@@ -112,11 +130,14 @@ class ArgoPipeline:
         """Hot reload: strategy, MDP, step cap, top-k and token caps apply to the next request."""
         self.settings = settings
         embedder = self.kb.embedder if self.kb is not None else None
-        self.decomposer = Decomposer(self.llm, settings.max_tokens_decompose)
+        self.decomposer = Decomposer(self.llm)
         self.retriever = Retriever(self.kb, settings.top_k) if self.kb is not None else None
-        self.reasoner = Reasoner(self.llm, settings.max_tokens_reason)
-        self.synthesizer = Synthesizer(self.llm, settings.max_tokens_synthesize, embedder)
+        self.reasoner = Reasoner(self.llm)
+        self.synthesizer = Synthesizer(self.llm, embedder)
         make_strategy(settings.strategy, settings)  # solve (and cache) the MDP now, not on a request
+
+    def budget(self, deadline: float) -> Budget:
+        return Budget(deadline, self.estimator, self.costs)
 
     def calibrate(self, rounds: int = 2) -> None:
         """Measure this machine before the first request and make the results the estimates' priors: a
@@ -135,25 +156,40 @@ class ArgoPipeline:
         self.estimator.set_prior("synthesize.template", t2 - t1)
 
     async def calibrate_llm(self) -> None:
-        """Measure the engine's time to first token and per-token decode time with one short generation,
-        and plan every LLM component with them (prompt + its own token cap) instead of generic priors."""
-        if self.llm is None:
+        """Fit the LLM cost model to this machine with four short calls (about a second on 2 CPU cores for
+        the 1.5B default): option choices on a short and a long prompt give the per-call overhead and the
+        prefill time per token, a 4-token generation the decode time per token. The first call also warms
+        the engine up. Every later call refines the model online."""
+        if self.engine is None:
             return
-        question = Question("What is the role of the near-RT RIC in O-RAN?")
-        messages = prompts.synthesize_messages(question, [])
-        for _ in range(2):  # the first one also warms up the engine
-            gen = await self.llm.generate(messages, max_tokens=16, deadline=time.monotonic() + 120.0)
-        per_token = (gen.total_s - gen.ttft_s) / max(gen.completion_tokens - 1, 1)
-        for key, cap in (
-            ("decompose.llm", self.settings.max_tokens_decompose),
-            ("reason.llm", self.settings.max_tokens_reason),
-            ("synthesize.llm", self.settings.max_tokens_synthesize),
-        ):
-            self.estimator.set_prior(key, gen.ttft_s + cap * per_token)
+        engine, far = self.engine, time.monotonic() + 120.0
+        question = Question("Which interface connects the near-RT RIC to E2 nodes?", ("E2", "A1", "O1", "O2"))
+        labels = prompts.option_labels(question)
+
+        def prompt(evidence_words: int) -> list[dict[str, str]]:
+            # A nonce per prompt so that nothing but the shared system turn comes from the prefix cache.
+            filler = " ".join(f"near-RT RIC E2 node {i} {uuid.uuid4().hex[:6]}" for i in range(evidence_words // 6))
+            step = Step(Action.RETRIEVE, PathKind.TEMPLATE, 0, 0, 0, passages=[Passage("c", filler, "cal", "", 1.0)])
+            return prompts.choose_variants(question, [step] if evidence_words else [])[0].messages
+
+        await engine.choose(prompt(0), labels, deadline=far)  # warm-up
+        short, long = prompt(0), prompt(240)
+        a = await engine.choose(short, labels, deadline=far)
+        b = await engine.choose(long, labels, deadline=far)
+        gen = await engine.generate(prompt(0), max_tokens=4, deadline=far)
+        na, nb = a.prompt_tokens - a.cached_tokens, b.prompt_tokens - b.cached_tokens
+        prefill = max(b.total_s - a.total_s, 0.0) / max(nb - na, 1)
+        decode = (gen.total_s - gen.ttft_s) / max(gen.completion_tokens - 1, 1)
+        self.costs.calibrate(
+            overhead_s=a.total_s - prefill * na,
+            prefill_s=prefill,
+            decode_s=decode,
+            cached_tokens=(a.cached_tokens + b.cached_tokens + gen.cached_tokens) / 3,
+        )
 
     @property
     def model_name(self) -> str:
-        return getattr(self.llm, "model_name", "") if self.llm is not None else ""
+        return getattr(self.engine, "model_name", "") if self.engine is not None else ""
 
     def health(self) -> dict[str, bool]:
         """Honest dependency state: the store answers, and the engine is loaded and not failing."""
@@ -172,10 +208,10 @@ class ArgoPipeline:
     ) -> Answer:
         name = strategy or self.settings.strategy
         strat = make_strategy(name, self.settings)
-        budget = Budget(deadline, self.estimator)
-        run = _Run(question, budget, use_llm=strat.uses_llm and self.llm is not None)
+        run = _Run(question, self.budget(deadline), use_llm=strat.uses_llm and self.llm is not None)
         if strat.uses_llm and self.llm is None:
-            run.fallbacks.append("LLM engine not loaded" if self.settings.llm else "LLM disabled by configuration")
+            detail = "LLM engine not loaded" if self.settings.llm else "LLM disabled by configuration"
+            run.fallback(Fallback(Component.SYNTHESIZER, Cause.NO_ENGINE, detail))
         mdp = self.settings.mdp
         while len(run.steps) < self.settings.max_steps:
             t0 = time.perf_counter()
@@ -208,49 +244,96 @@ class ArgoPipeline:
         return await self._finish(run, name)
 
     def _reserve(self, run: _Run) -> float:
-        """What must stay free after a step: the template synthesis always, the LLM synthesis while it fits."""
-        keep = run.budget.final_reserve()
-        if run.use_llm and run.budget.fits("synthesize.llm", keep=keep):
-            keep += self.estimator.estimate("synthesize.llm")
+        """What must stay free after a step: the lexical template synthesis always, and the LLM synthesis
+        (with about two passages of evidence, else none) while it still fits."""
+        keep = LEXICAL_RESERVE_S
+        if not run.use_llm or self.llm is None:
+            return keep
+        if run.bare_synthesis_tokens is None:
+            run.bare_synthesis_tokens = self.llm.prompt_tokens(self._synthesis_variants(run)[-1].messages)
+        out = 1 if run.question.options else MIN_ANSWER_TOKENS
+        load = self.llm.num_unfinished_requests()
+        left = run.budget.remaining() - keep
+        for extra in (RESERVE_EVIDENCE_TOKENS, 0):
+            cost = self.costs.predict(run.bare_synthesis_tokens + extra, out, load=load)
+            if cost <= left:
+                return keep + cost
         return keep
+
+    def _synthesis_variants(self, run: _Run) -> list[prompts.PromptVariant]:
+        if run.question.options:
+            return prompts.choose_variants(run.question, run.steps)
+        return prompts.answer_variants(run.question, run.steps)
 
     async def _decompose(self, run: _Run, keep: float) -> ComponentResult | None:
         budget = run.budget
-        with tracer.start_as_current_span("argo.decompose") as span:
+        with tracer.start_as_current_span("argo.decomposer") as span:
             t0 = time.perf_counter()
-            key = "decompose.template"
-            if run.use_llm and budget.fits("decompose.llm", "retrieve", keep=keep):
-                key = "decompose.llm"
-                llm_deadline = budget.deadline - keep - self.estimator.estimate("retrieve")
-                result = await self.decomposer.decompose(run.question, run.steps, llm_deadline)
-            elif budget.fits("decompose.template", "retrieve", keep=keep):
-                reason = None
-                if run.use_llm:
-                    reason = (
-                        "decompose: no time for the LLM ("
-                        + budget.shortfall("decompose.llm", "retrieve", keep=keep)
-                        + ")"
-                    )
-                result = self.decomposer.template(run.question, run.steps, reason)
-            else:
-                run.fallback(
-                    "retrieve: no time left for another retrieval ("
-                    + budget.shortfall("decompose.template", "retrieve", keep=keep)
-                    + ")"
+            result: ComponentResult | None = None
+            no_llm: Fallback | None = None
+            if run.use_llm and self.llm is not None:
+                plan = budget.plan_llm(
+                    self.llm,
+                    [prompts.PromptVariant(self.decomposer.messages(run.question, run.steps))],
+                    min_tokens=MIN_QUERY_TOKENS,
+                    max_tokens=self.settings.max_tokens_decompose,
+                    keep=keep + self.estimator.estimate("retrieve"),
                 )
-                return None
+                if isinstance(plan, LLMPlan):
+                    result = await self.decomposer.decompose(
+                        run.question, run.steps, plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline
+                    )
+                else:
+                    no_llm = Fallback(Component.DECOMPOSER, Cause.NO_TIME, f"no time for the LLM ({plan.detail})")
+            if result is None:
+                if not budget.fits("decompose.template", "retrieve", keep=keep):
+                    run.fallback(
+                        Fallback(
+                            Component.RETRIEVER,
+                            Cause.NO_TIME,
+                            "no time left for another retrieval ("
+                            + budget.shortfall("decompose.template", "retrieve", keep=keep)
+                            + ")",
+                        )
+                    )
+                    return None
+                result = self.decomposer.template(run.question, run.steps)
+                result.fallback = no_llm
+                self.estimator.observe("decompose.template", time.perf_counter() - t0)
             elapsed = time.perf_counter() - t0
-            self.estimator.observe(key, elapsed, censored=result.usage.aborted)
             span.set_attribute("argo.path", result.path.value)
-            span.set_attribute("argo.subquery", result.text)
-            if result.fallback_reason:
-                span.set_attribute("argo.fallback_reason", result.fallback_reason)
             run.add_time(DECOMPOSER, elapsed * 1000.0)
             return result
 
+    async def _search(self, query: str, top_k: int | None, until: float) -> tuple[list[Passage], Fallback | None]:
+        """One retrieval that answers by ``until`` whatever the store does: passages, or none and why."""
+        assert self.retriever is not None
+        passages: list[Passage] = []
+        fallback: Fallback | None = None
+        with tracer.start_as_current_span("argo.retriever") as span:
+            span.set_attribute("db.system", "chroma")
+            span.set_attribute("argo.retrieval.top_k", top_k or self.retriever.top_k)
+            t0 = time.perf_counter()
+            # A Chroma query cannot be aborted: stop waiting for it when its time is up.
+            timeout = max(until - time.monotonic(), 0.001)
+            try:
+                passages = await asyncio.wait_for(self.retriever.retrieve(query, top_k), timeout)
+                self.store_error = None
+                self.estimator.observe("retrieve", time.perf_counter() - t0)
+            except StoreUnavailable as exc:  # a store failure says nothing about its speed
+                self.store_error = str(exc)
+                span.record_exception(exc)
+                fallback = Fallback(Component.RETRIEVER, Cause.STORE_ERROR, str(exc))
+            except asyncio.TimeoutError:
+                self.estimator.observe("retrieve", time.perf_counter() - t0, censored=True)
+                detail = f"Chroma did not answer within {timeout * 1000:.0f} ms"
+                fallback = Fallback(Component.RETRIEVER, Cause.STORE_TIMEOUT, detail)
+            span.set_attribute("argo.retrieval.hits", len(passages))
+        return passages, fallback
+
     async def _retrieve_step(self, run: _Run, keep: float, delta: float) -> Step | None:
         if self.retriever is None:
-            run.fallback("retrieve: no knowledge base")
+            run.fallback(Fallback(Component.RETRIEVER, Cause.NO_STORE, "no knowledge base"))
             return None
         before = run.progress
         t_step = time.perf_counter()
@@ -258,66 +341,61 @@ class ArgoPipeline:
         if sub is None:
             return None
         run.note(sub)
-        passages: list[Passage] = []
-        with tracer.start_as_current_span("argo.retrieve") as span:
-            span.set_attribute("db.system", "chroma")
-            span.set_attribute("argo.retrieval.top_k", self.retriever.top_k)
-            t0 = time.perf_counter()
-            # A Chroma query cannot be aborted: stop waiting for it when the step's time is up.
-            timeout = max(run.budget.deadline - keep - time.monotonic(), 0.001)
-            timed_out = False
-            try:
-                passages = await asyncio.wait_for(self.retriever.retrieve(sub.text), timeout)
-                self.store_error = None
-            except StoreUnavailable as exc:
-                self.store_error = str(exc)
-                span.record_exception(exc)
-                run.fallback(f"retrieve: {exc}")
-            except asyncio.TimeoutError:
-                timed_out = True
-                run.fallback(f"retrieve: Chroma did not answer within {timeout * 1000:.0f} ms")
-            elapsed = time.perf_counter() - t0
-            self.estimator.observe("retrieve", elapsed, censored=timed_out)
-            run.add_time(RETRIEVER, elapsed * 1000.0)
-            span.set_attribute("argo.retrieval.hits", len(passages))
+        t0 = time.perf_counter()
+        passages, failed = await self._search(sub.text, None, run.budget.deadline - keep)
+        retrieve_ms = (time.perf_counter() - t0) * 1000.0
+        run.add_time(RETRIEVER, retrieve_ms)
+        if failed:
+            run.fallback(failed)
         new = [p for p in passages if p.id not in run.seen and p.score >= self.settings.min_score]
         run.seen.update(p.id for p in passages)
+        latency_ms = (time.perf_counter() - t_step) * 1000.0
         step = Step(
             action=Action.RETRIEVE,
             path=sub.path,
             progress_before=before,
             progress_after=before + (delta if new else 0.0),
-            latency_ms=(time.perf_counter() - t_step) * 1000.0,
+            latency_ms=latency_ms,
             query=sub.text,
             passages=passages,
             usage=sub.usage,
             fallback_reason=sub.fallback_reason,
-            timings_ms={DECOMPOSER: 0.0, RETRIEVER: elapsed * 1000.0},
+            timings_ms={DECOMPOSER: latency_ms - retrieve_ms, RETRIEVER: retrieve_ms},
         )
-        step.timings_ms[DECOMPOSER] = step.latency_ms - step.timings_ms[RETRIEVER]
-        if not passages and (self.store_error or timed_out):
-            return None  # the store is down: stop retrieving, answer from what we have
+        if failed and failed.cause in (Cause.STORE_ERROR, Cause.STORE_TIMEOUT):
+            return None  # the store is down or too slow: stop retrieving, answer from what we have
         return step
 
     async def _reason_step(self, run: _Run, keep: float, delta: float) -> Step | None:
         budget = run.budget
         before = run.progress
-        with tracer.start_as_current_span("argo.reason") as span:
+        with tracer.start_as_current_span("argo.reasoner") as span:
             t0 = time.perf_counter()
-            key = "reason.template"
-            if run.use_llm and budget.fits("reason.llm", keep=keep):
-                key = "reason.llm"
-                result = await self.reasoner.reason(run.question, run.steps, budget.deadline - keep)
-            elif budget.fits("reason.template", keep=keep):
-                reason = None
-                if run.use_llm:
-                    reason = "reason: no time for the LLM (" + budget.shortfall("reason.llm", keep=keep) + ")"
-                result = self.reasoner.template(run.question, run.steps, reason)
-            else:
-                run.fallback("reason: no time left (" + budget.shortfall("reason.template", keep=keep) + ")")
-                return None
+            result: ComponentResult | None = None
+            no_llm: Fallback | None = None
+            if run.use_llm and self.llm is not None:
+                plan = budget.plan_llm(
+                    self.llm,
+                    prompts.reason_variants(run.question, run.steps),
+                    min_tokens=MIN_NOTE_TOKENS,
+                    max_tokens=self.settings.max_tokens_reason,
+                    keep=keep,
+                )
+                if isinstance(plan, LLMPlan):
+                    result = await self.reasoner.reason(
+                        run.question, run.steps, plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline
+                    )
+                else:
+                    no_llm = Fallback(Component.REASONER, Cause.NO_TIME, f"no time for the LLM ({plan.detail})")
+            if result is None:
+                if not budget.fits("reason.template", keep=keep):
+                    detail = "no time left (" + budget.shortfall("reason.template", keep=keep) + ")"
+                    run.fallback(Fallback(Component.REASONER, Cause.NO_TIME, detail))
+                    return None
+                result = self.reasoner.template(run.question, run.steps)
+                result.fallback = no_llm
+                self.estimator.observe("reason.template", time.perf_counter() - t0)
             elapsed = time.perf_counter() - t0
-            self.estimator.observe(key, elapsed, censored=result.usage.aborted)
             span.set_attribute("argo.path", result.path.value)
             span.set_attribute("argo.progress.before", before)
             span.set_attribute("argo.progress.after", before + delta)
@@ -336,75 +414,119 @@ class ArgoPipeline:
         )
 
     async def _synthesize(self, run: _Run) -> ComponentResult:
-        budget = run.budget
-        keep = budget.final_reserve()
-        with tracer.start_as_current_span("argo.synthesize") as span:
+        with tracer.start_as_current_span("argo.synthesizer") as span:
             t0 = time.perf_counter()
-            if run.use_llm and budget.fits("synthesize.llm", keep=keep):
-                try:
-                    result = await self.synthesizer.synthesize_llm(run.question, run.steps, budget.deadline - keep)
-                    self.estimator.observe("synthesize.llm", time.perf_counter() - t0)
-                    if run.question.options and result.choice is None:
-                        result.choice = (await self._template_synthesis(run, None)).choice
-                except NeedsTemplate as exc:
-                    run.engine_error = exc.engine_error or run.engine_error
-                    self.estimator.observe("synthesize.llm", time.perf_counter() - t0, censored=exc.usage.aborted)
-                    result = await self._template_synthesis(run, exc.reason)
-                    result.usage = exc.usage
-            else:
-                reason = None
-                if run.use_llm:
-                    reason = "synthesize: no time for the LLM (" + budget.shortfall("synthesize.llm", keep=keep) + ")"
-                result = await self._template_synthesis(run, reason)
-            elapsed = time.perf_counter() - t0
+            result = await self._synthesize_llm(run) if run.use_llm else None
+            if result is None:
+                result = await self._template_synthesis(run)
             span.set_attribute("argo.path", result.path.value)
-            span.set_attribute("argo.budget.remaining_ms", budget.remaining_ms())
+            span.set_attribute("argo.budget.remaining_ms", run.budget.remaining_ms())
             if result.choice is not None:
                 span.set_attribute("argo.choice", result.choice)
-            run.add_time(SYNTHESIZER, elapsed * 1000.0)
+            run.add_time(SYNTHESIZER, (time.perf_counter() - t0) * 1000.0)
         run.note(result)
         return result
 
-    async def _template_synthesis(self, run: _Run, reason: str | None) -> ComponentResult:
+    async def _synthesize_llm(self, run: _Run) -> ComponentResult | None:
+        """The LLM's answer (or option) with as much evidence as the time left allows; None: use templates."""
+        assert self.llm is not None
+        options = bool(run.question.options)
+        plan = run.budget.plan_llm(
+            self.llm,
+            self._synthesis_variants(run),
+            min_tokens=1 if options else MIN_ANSWER_TOKENS,
+            max_tokens=1 if options else self.settings.max_tokens_synthesize,
+            keep=LEXICAL_RESERVE_S,
+        )
+        if isinstance(plan, NoPlan):
+            run.fallback(Fallback(Component.SYNTHESIZER, Cause.NO_TIME, f"no time for the LLM ({plan.detail})"))
+            return None
+        run.trimmed = plan.variant.trimmed
+        if options:
+            result = await self.synthesizer.choose(run.question, run.steps, plan.messages, deadline=plan.deadline)
+            if result.choice is not None:
+                await self._justify(run, plan, result)
+        else:
+            result = await self.synthesizer.answer(plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline)
+        if result.choice is None and not result.text:  # nothing usable: say why, answer through templates
+            run.engine_error = result.engine_error or run.engine_error
+            if result.fallback:
+                run.fallback(result.fallback)
+            return None
+        return result
+
+    async def _justify(self, run: _Run, plan: LLMPlan, result: ComponentResult) -> None:
+        """A one-sentence reason for the chosen option, only when the time left allows one."""
+        assert self.llm is not None and result.choice is not None
+        messages = plan.messages + [
+            {"role": "assistant", "content": str(result.choice)},
+            {"role": "user", "content": "In one sentence, why?"},
+        ]
+        why = run.budget.plan_llm(
+            self.llm,
+            [prompts.PromptVariant(messages)],
+            min_tokens=MIN_JUSTIFICATION_TOKENS,
+            max_tokens=self.settings.max_tokens_synthesize,
+            keep=LEXICAL_RESERVE_S,
+        )
+        if isinstance(why, NoPlan):
+            return
+        reply = await self.synthesizer.answer(why.messages, max_tokens=why.max_tokens, deadline=why.deadline)
+        if reply.text and reply.path is PathKind.LLM:
+            option = prompts.strip_option_number(run.question.options[result.choice - 1])
+            result.text = f"{result.choice}. {option} — {reply.text}"
+            result.usage = type(result.usage)(
+                result.usage.prompt_tokens + reply.usage.prompt_tokens,
+                result.usage.completion_tokens + reply.usage.completion_tokens,
+                result.usage.ttft_ms,
+                reply.usage.aborted,
+            )
+
+    async def _template_synthesis(self, run: _Run) -> ComponentResult:
         """Extractive synthesis with embedding option scoring while time allows; lexical-only (~1 ms) otherwise.
 
         The embedding runs in a thread that we stop waiting for at the deadline, so a loaded CPU delays
         the answer's quality, never the answer."""
-        lexical = Synthesizer(None, 0, None)
+        lexical = Synthesizer(None, None)
         timeout = run.budget.remaining() - LEXICAL_RESERVE_S
         if run.budget.fits("synthesize.template", keep=LEXICAL_RESERVE_S):
             t0 = time.perf_counter()
             try:
                 result = await asyncio.wait_for(
-                    asyncio.to_thread(self.synthesizer.template, run.question, run.steps, reason), timeout
+                    asyncio.to_thread(self.synthesizer.template, run.question, run.steps), timeout
                 )
                 self.estimator.observe("synthesize.template", time.perf_counter() - t0)
                 return result
             except asyncio.TimeoutError:
                 self.estimator.observe("synthesize.template", time.perf_counter() - t0, censored=True)
-        note = "synthesize: embedding option scoring skipped, out of time"
-        return lexical.template(run.question, run.steps, f"{reason}; {note}" if reason else note)
+        result = lexical.template(run.question, run.steps)
+        if run.question.options:
+            detail = "embedding option scoring skipped, out of time"
+            result.fallback = Fallback(Component.SYNTHESIZER, Cause.NO_TIME, detail)
+        return result
 
     async def _finish(self, run: _Run, strategy: str) -> Answer:
         result = await self._synthesize(run)
         elapsed = run.budget.elapsed_ms()
         run.timings["overhead"] = max(elapsed - sum(run.timings.values()), 0.0)
         sources = list(dict.fromkeys(src for s in run.steps for src in s.sources))
-        usage_llm = result.usage
         self._note_llm_health(run)
         return Answer(
             answer=result.text,
             choice=result.choice,
             path=overall_path(run.paths),
-            fallback_reason="; ".join(run.fallbacks) or None,
+            fallback_reason="; ".join(f.text for f in run.fallbacks) or None,
             steps=run.steps,
             elapsed_ms=elapsed,
             strategy=strategy,
             deadline_ms=(run.budget.deadline - run.budget.started) * 1000.0,
             sources=sources,
             timings_ms=run.timings,
-            synthesis_usage=usage_llm,
-            model=self.model_name,
+            synthesis_usage=result.usage,
+            model=self.model_name if PathKind.LLM in run.paths or run.use_llm else "",
+            option_probabilities=result.probabilities,
+            trimmed=run.trimmed,
+            fallbacks=list(run.fallbacks),
         )
 
     def _note_llm_health(self, run: _Run) -> None:
@@ -415,11 +537,11 @@ class ArgoPipeline:
 
     # ---- the single-component RPCs ---------------------------------------------------------------
     async def decompose(self, question: Question, history: Sequence[Step], *, deadline: float) -> Step:
-        run = _Run(question, Budget(deadline, self.estimator), use_llm=self.llm is not None, steps=list(history))
-        keep = run.budget.final_reserve()
-        sub = await self._decompose(run, keep)
+        run = _Run(question, self.budget(deadline), use_llm=self.llm is not None, steps=list(history))
+        sub = await self._decompose(run, LEXICAL_RESERVE_S)
         if sub is None:
-            sub = self.decomposer.template(question, history, run.fallbacks[-1] if run.fallbacks else None)
+            sub = self.decomposer.template(question, history)
+            sub.fallback = run.fallbacks[-1] if run.fallbacks else None
         self._note_llm_health(run)
         return Step(
             Action.RETRIEVE,
@@ -438,26 +560,8 @@ class ArgoPipeline:
         if self.retriever is None:
             raise StoreUnavailable("no knowledge base is configured")
         t0 = time.perf_counter()
-        passages: list[Passage] = []
-        reason: str | None = None
-        with tracer.start_as_current_span("argo.retrieve") as span:
-            span.set_attribute("db.system", "chroma")
-            span.set_attribute("argo.retrieval.top_k", top_k or self.retriever.top_k)
-            # A Chroma query cannot be aborted: stop waiting for it at the deadline.
-            timeout = max(deadline - time.monotonic(), 0.001)
-            try:
-                passages = await asyncio.wait_for(self.retriever.retrieve(query, top_k), timeout)
-                self.store_error = None
-            except StoreUnavailable as exc:
-                self.store_error = str(exc)
-                span.record_exception(exc)
-                reason = f"retrieve: {exc}"
-            except asyncio.TimeoutError:
-                reason = f"retrieve: Chroma did not answer within {timeout * 1000:.0f} ms"
-            span.set_attribute("argo.retrieval.hits", len(passages))
+        passages, failed = await self._search(query, top_k, deadline)
         ms = (time.perf_counter() - t0) * 1000.0
-        if reason is None or not self.store_error:  # a store failure says nothing about its speed
-            self.estimator.observe("retrieve", ms / 1000.0, censored=reason is not None)
         return Step(
             Action.RETRIEVE,
             PathKind.TEMPLATE,
@@ -466,12 +570,12 @@ class ArgoPipeline:
             ms,
             query=query,
             passages=passages,
-            fallback_reason=reason,
+            fallback_reason=failed.text if failed else None,
             timings_ms={RETRIEVER: ms},
         )
 
     async def synthesize(self, question: Question, history: Sequence[Step], *, deadline: float) -> Answer:
-        run = _Run(question, Budget(deadline, self.estimator), use_llm=self.llm is not None, steps=list(history))
+        run = _Run(question, self.budget(deadline), use_llm=self.llm is not None, steps=list(history))
         run.progress = max((s.progress_after for s in history), default=0.0)
         return await self._finish(run, "synthesize")
 

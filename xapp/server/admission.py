@@ -12,9 +12,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-# Time a request needs after admission to answer on the template path at the least (retrieval + extractive
-# synthesis run in a few ms; the rest is headroom for a loaded event loop).
-DEFAULT_RESERVE_S = 0.05
+from xapp.pipeline.budget import ADMISSION_RESERVE_S
 
 
 class Overloaded(Exception):
@@ -22,7 +20,7 @@ class Overloaded(Exception):
 
 
 class Admission:
-    def __init__(self, limit: int, *, reserve_s: float = DEFAULT_RESERVE_S) -> None:
+    def __init__(self, limit: int, *, reserve_s: float = ADMISSION_RESERVE_S) -> None:
         self.limit = limit
         self.reserve_s = reserve_s
         self._sem = asyncio.Semaphore(limit)

@@ -63,4 +63,7 @@ def answer(a: Answer, *, elapsed_ms: float, queued_ms: float | None = None) -> p
         strategy=a.strategy,
         deadline_ms=float(a.deadline_ms),
         model=a.model,
+        option_probabilities=list(a.option_probabilities),
+        trimmed=a.trimmed,
+        fallbacks=[pb.Fallback(component=f.component.value, cause=f.cause.value, detail=f.detail) for f in a.fallbacks],
     )

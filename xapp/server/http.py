@@ -97,9 +97,7 @@ class HttpEndpoints:
             if isinstance(addr, tuple) and len(addr) >= 2:
                 self.port = int(addr[1])
                 break
-        log.info(
-            "HTTP endpoints on %s:%d (%s, %s, %s)", self.host, self.port, ALIVE_PATH, READY_PATH, METRICS_PATH
-        )
+        log.info("HTTP endpoints on %s:%d (%s, %s, %s)", self.host, self.port, ALIVE_PATH, READY_PATH, METRICS_PATH)
         return self.port
 
     async def stop(self) -> None:

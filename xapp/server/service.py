@@ -28,9 +28,9 @@ from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
 from xapp.config import Settings
 from xapp.domain import Answer, Question, Step
 from xapp.errors import EngineUnavailable, InvalidRequest, StoreUnavailable
+from xapp.pipeline.budget import request_deadline
 from xapp.server import convert, validation
 from xapp.server.admission import Admission, Overloaded
-from xapp.server.deadline import effective_deadline
 from xapp.server.health import HealthMonitor
 from xapp.telemetry.metrics import Metrics, default_metrics
 
@@ -210,7 +210,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         pipeline, call = await self._prepare(
             context, request, lambda: validation.answer_request(request, self.settings)
         )
-        deadline = effective_deadline(self.settings, call.deadline_ms, context, now=start)
+        deadline = request_deadline(self.settings, call.deadline_ms, context.time_remaining(), now=start)
         answer, queued_ms = await self._unary(
             context,
             "Answer",
@@ -227,7 +227,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         pipeline, call = await self._prepare(
             context, request, lambda: validation.answer_request(request, self.settings)
         )
-        deadline = effective_deadline(self.settings, call.deadline_ms, context, now=start)
+        deadline = request_deadline(self.settings, call.deadline_ms, context.time_remaining(), now=start)
         steps: asyncio.Queue[Step | None] = asyncio.Queue()
         task: asyncio.Task[Answer] | None = None
         try:
@@ -276,7 +276,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         pipeline, (question, history, deadline_ms) = await self._prepare(
             context, request, lambda: self._question_history_deadline(request)
         )
-        deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
+        deadline = request_deadline(self.settings, deadline_ms, context.time_remaining(), now=start)
         step, _ = await self._unary(
             context, "Decompose", deadline, lambda: pipeline.decompose(question, history, deadline=deadline)
         )
@@ -294,7 +294,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             )
 
         pipeline, (query, top_k, deadline_ms) = await self._prepare(context, request, validate)
-        deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
+        deadline = request_deadline(self.settings, deadline_ms, context.time_remaining(), now=start)
 
         # The pipeline answers a retrieval even when the store fails or is too slow (no passages, the reason).
         step, _ = await self._unary(
@@ -313,7 +313,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         pipeline, (question, history, deadline_ms) = await self._prepare(
             context, request, lambda: self._question_history_deadline(request)
         )
-        deadline = effective_deadline(self.settings, deadline_ms, context, now=start)
+        deadline = request_deadline(self.settings, deadline_ms, context.time_remaining(), now=start)
         answer, queued_ms = await self._unary(
             context, "Synthesize", deadline, lambda: pipeline.synthesize(question, history, deadline=deadline)
         )

@@ -101,7 +101,7 @@ class AnswerRequest(_message.Message):
     def __init__(self, question: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., strategy: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
 
 class AnswerReply(_message.Message):
-    __slots__ = ("answer", "choice", "path", "fallback_reason", "steps", "elapsed_ms", "timings_ms", "prompt_tokens", "completion_tokens", "sources", "strategy", "deadline_ms", "model")
+    __slots__ = ("answer", "choice", "path", "fallback_reason", "steps", "elapsed_ms", "timings_ms", "prompt_tokens", "completion_tokens", "sources", "strategy", "deadline_ms", "model", "option_probabilities", "trimmed", "fallbacks")
     class TimingsMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,9 @@ class AnswerReply(_message.Message):
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    OPTION_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    TRIMMED_FIELD_NUMBER: _ClassVar[int]
+    FALLBACKS_FIELD_NUMBER: _ClassVar[int]
     answer: str
     choice: int
     path: Path
@@ -135,7 +138,20 @@ class AnswerReply(_message.Message):
     strategy: str
     deadline_ms: float
     model: str
-    def __init__(self, answer: _Optional[str] = ..., choice: _Optional[int] = ..., path: _Optional[_Union[Path, str]] = ..., fallback_reason: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., elapsed_ms: _Optional[float] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., sources: _Optional[_Iterable[str]] = ..., strategy: _Optional[str] = ..., deadline_ms: _Optional[float] = ..., model: _Optional[str] = ...) -> None: ...
+    option_probabilities: _containers.RepeatedScalarFieldContainer[float]
+    trimmed: str
+    fallbacks: _containers.RepeatedCompositeFieldContainer[Fallback]
+    def __init__(self, answer: _Optional[str] = ..., choice: _Optional[int] = ..., path: _Optional[_Union[Path, str]] = ..., fallback_reason: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., elapsed_ms: _Optional[float] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., sources: _Optional[_Iterable[str]] = ..., strategy: _Optional[str] = ..., deadline_ms: _Optional[float] = ..., model: _Optional[str] = ..., option_probabilities: _Optional[_Iterable[float]] = ..., trimmed: _Optional[str] = ..., fallbacks: _Optional[_Iterable[_Union[Fallback, _Mapping]]] = ...) -> None: ...
+
+class Fallback(_message.Message):
+    __slots__ = ("component", "cause", "detail")
+    COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    component: str
+    cause: str
+    detail: str
+    def __init__(self, component: _Optional[str] = ..., cause: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class AnswerEvent(_message.Message):
     __slots__ = ("step", "answer")
