@@ -17,11 +17,13 @@ checks it at most once a second, off the query path, and re-opens its client whe
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +111,20 @@ def _reopen_embedded(path: Path) -> Any:
         SharedSystemClient._identifier_to_system.pop(str(path), None)
         SharedSystemClient._identifier_to_refcount.pop(str(path), None)
     return chromadb.PersistentClient(path=str(path), settings=_chroma_settings())
+
+
+# Refresh checks in flight. A daemon thread still inside chromadb's Rust bindings while the interpreter
+# finalises crashes the process (SIGSEGV at the exit of `argo-xapp ingest`, 2 runs in 8 before this): at exit,
+# no new check starts and the running ones are waited for (a few ms; at most 10 s for a hung Chroma server).
+_checks: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+_exiting = threading.Event()
+
+
+@atexit.register
+def _join_checks() -> None:
+    _exiting.set()
+    for thread in list(_checks):
+        thread.join(timeout=10.0)
 
 
 class KnowledgeBase:
@@ -205,7 +221,9 @@ class KnowledgeBase:
 
     def _maybe_check(self) -> None:
         now = time.monotonic()
-        if now - self._checked_at < REFRESH_INTERVAL_S or not self._refresh_lock.acquire(blocking=False):
+        if _exiting.is_set() or now - self._checked_at < REFRESH_INTERVAL_S:
+            return
+        if not self._refresh_lock.acquire(blocking=False):
             return
         self._checked_at = now
 
@@ -217,7 +235,9 @@ class KnowledgeBase:
             finally:
                 self._refresh_lock.release()
 
-        threading.Thread(target=check, name="kb-refresh", daemon=True).start()
+        thread = threading.Thread(target=check, name="kb-refresh", daemon=True)
+        _checks.add(thread)
+        thread.start()
 
     def _refresh_if_changed(self) -> bool:
         generation = self._read_generation()
