@@ -67,6 +67,8 @@ def test_library_from_a_volume_into_the_embedded_store(tmp_path: Path) -> None:
     env = {e["name"]: e.get("value") for e in init["env"]}
     assert env["ARGO_DATA_DIR"] == "/data" and "ARGO_CHROMA_MODE" not in env
     assert env["CONFIG_FILE"] == "/opt/ric/config/config-file.json"  # same collection as the xApp
+    xapp_library = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "library")
+    assert xapp_library["readOnly"] is True and xapp_library["mountPath"] == "/library/oran-specs"
     volume = next(v for v in pod["volumes"] if v["name"] == "library")
     assert volume["persistentVolumeClaim"] == {"claimName": "oran-specs", "readOnly": True}
     subprocess.run([str(KV), "--strict", "--quiet", "-k", "1.33.0", str(path)], check=True)
