@@ -34,7 +34,7 @@ NO_DEADLINE_S = 3600.0  # the baseline has none; the retrieval call still wants 
 def default_threads() -> int:
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+    return len(os.sched_getaffinity(0))
 
 
 @dataclass
@@ -54,9 +54,8 @@ class HFGenerator:
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ArgoError(f"--compare-baseline needs torch and transformers: {exc}") from None
         self._torch = torch
-        # Same CPU threads as the vLLM engine (cores - 1 unless OMP_NUM_THREADS says otherwise): on a shared
-        # 2-core machine torch's default of one thread per core spins against other processes and decoded
-        # 3x slower here; the comparison is about the serving, not about thread oversubscription.
+        # Same CPU threads as the vLLM engine (one per core unless OMP_NUM_THREADS says otherwise), so that the
+        # comparison is about the serving, not about thread counts.
         torch.set_num_threads(threads or default_threads())
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         started = time.monotonic()

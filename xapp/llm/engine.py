@@ -39,10 +39,11 @@ log = logging.getLogger(__name__)
 
 GIB = 1 << 30
 
-# CPU: run the model inside the engine-core process (no separate worker) with one OpenMP thread per core
-# but one. On the 2-core machines measured (docs/engine.md) it decoded as fast as vLLM's multiprocess
-# default and started faster; with vLLM's own in-process thread count it collapsed to a few tokens/s as
-# soon as another process wanted a core (idle OpenMP threads spin on the core the model needs).
+# CPU: run the model inside the engine-core process (no separate worker), one OpenMP thread per core, and
+# OpenMP threads that sleep instead of spinning while they wait. Measured on 2 cores (docs/engine.md): one
+# prefill of a 175-token option prompt took 890 ms on one thread and 520-560 ms on two; with spinning threads
+# (OpenMP's default) two threads collapsed to 2.5-2.8 s as soon as another process wanted a core, with
+# sleeping ones they stayed at 0.65 s.
 CPU_MULTIPROCESSING_DEFAULT = False
 # vLLM-CPU's default KV block is 128 tokens, and the prefix cache reuses whole blocks only: a shared system
 # prompt shorter than 128 tokens was never reused. 32 is the smallest block its attention kernel takes.
@@ -66,7 +67,7 @@ class EngineConfig:
     multiprocessing: bool | None = None  # None: env, else CPU_MULTIPROCESSING_DEFAULT on CPU, vLLM's on GPU
     default_int8: bool | None = None  # serve the offline default as W8A8; None: on CPU only
     block_size: int | None = None  # KV block = prefix-cache granularity; None: CPU_BLOCK_SIZE on CPU
-    cpu_threads: int | None = None  # in-process CPU engine: None → OMP_NUM_THREADS, else cores - 1
+    cpu_threads: int | None = None  # in-process CPU engine: None → OMP_NUM_THREADS, else one per core
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> EngineConfig:
@@ -117,9 +118,11 @@ def configure_environment(config: EngineConfig, *, is_cpu: bool) -> tuple[Path, 
     if is_cpu and in_process:
         threads = config.cpu_threads
         if threads is None and "OMP_NUM_THREADS" not in os.environ:
-            threads = max(1, len(os.sched_getaffinity(0)) - 1)
+            threads = len(os.sched_getaffinity(0))
         if threads is not None:
             spawn_env["OMP_NUM_THREADS"] = str(threads)
+        if "OMP_WAIT_POLICY" not in os.environ:
+            spawn_env["OMP_WAIT_POLICY"] = "PASSIVE"
     if is_cpu and os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         log.warning(
             "VLLM_CPU_KVCACHE_SPACE=%s is set and overrides kv_cache_gib=%s",
