@@ -103,7 +103,8 @@ def test_mdp_strategy_without_engine_says_so(builtin_kb: KnowledgeBase, builtin_
     pipeline = ArgoPipeline(builtin_kb_settings.replace(llm=True), builtin_kb, llm=None)
     answer = _answer(pipeline, Question("What is the role of the near-RT RIC?"), "mdp", 1.0)
     assert answer.path is PathKind.TEMPLATE
-    assert answer.fallback_reason and answer.fallback_reason.startswith("LLM engine not loaded")
+    assert answer.fallback_reason and "LLM engine not loaded" in answer.fallback_reason
+    assert [(f.component.value, f.cause.value) for f in answer.fallbacks] == [("synthesizer", "no_engine")]
     assert "RIC" in answer.answer
 
 

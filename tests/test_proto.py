@@ -19,7 +19,7 @@ def test_staleness_check_detects_a_changed_proto(tmp_path: Path) -> None:
     proto = tmp_path / "proto"
     (proto / "argo" / "v1").mkdir(parents=True)
     text = (codegen.PROTO_DIR / "argo" / "v1" / "argo.proto").read_text()
-    changed = text.replace("string model = 13;", "string model = 13;\n  string extra = 14;")
+    changed = text.replace("string model = 13;", "string model = 13;\n  string extra = 99;")
     assert changed != text
     (proto / "argo" / "v1" / "argo.proto").write_text(changed)
     assert "argo/v1/argo_pb2.py" in codegen.stale_files(codegen.OUT_DIR, proto)

@@ -287,7 +287,7 @@ async def _compare_baseline(
     from xapp.bench.baseline import SEED_SETTINGS, measure_baseline
 
     measured = (await measure_baseline(settings.replace(**SEED_SETTINGS), sample, warmup=1)).measured
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "system": "seed",
             "index": i,
@@ -300,7 +300,7 @@ async def _compare_baseline(
         }
         for i, (bq, m) in enumerate(zip(sample, measured, strict=True))
     ]
-    argo = [r for r in results if r["strategy"] == strategy and r["index"] < len(sample)]
+    argo: list[dict[str, Any]] = [r for r in results if r["strategy"] == strategy and r["index"] < len(sample)]
     n = len(sample)
     seed_ms = sum(r["wall_ms"] for r in rows) / n
     argo_ms = sum(r["wall_ms"] for r in argo) / n

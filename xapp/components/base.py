@@ -11,6 +11,7 @@ from opentelemetry import trace
 from xapp.domain import Cause, Component, Fallback, PathKind, Usage
 from xapp.errors import EngineUnavailable
 from xapp.llm.base import LLM, Choice, Generation, Message
+from xapp.telemetry import attrs
 
 tracer = trace.get_tracer("xapp")
 
@@ -47,7 +48,7 @@ async def generate(
     stop: Sequence[str] | None = None,
 ) -> Generation:
     """One LLM generation inside a ``gen_ai.generate`` span; engine faults become ``EngineUnavailable``."""
-    with tracer.start_as_current_span("gen_ai.generate") as span:
+    with tracer.start_as_current_span(attrs.SPAN_GENERATE) as span:
         span.set_attribute("gen_ai.operation.name", "chat")
         span.set_attribute("gen_ai.request.model", getattr(llm, "model_name", ""))
         span.set_attribute("gen_ai.request.max_tokens", max_tokens)
@@ -69,7 +70,7 @@ async def generate(
 
 async def choose(llm: LLM, messages: Sequence[Message], labels: Sequence[str], *, deadline: float) -> Choice:
     """One option choice (a single prefill) inside a ``gen_ai.choose`` span."""
-    with tracer.start_as_current_span("gen_ai.choose") as span:
+    with tracer.start_as_current_span(attrs.SPAN_CHOOSE) as span:
         span.set_attribute("gen_ai.operation.name", "choose")
         span.set_attribute("gen_ai.request.model", getattr(llm, "model_name", ""))
         try:

@@ -38,6 +38,7 @@ from xapp.pipeline.budget import (
 )
 from xapp.policy.strategies import LoopState, make_strategy
 from xapp.store.knowledge_base import KnowledgeBase
+from xapp.telemetry import attrs
 
 tracer = trace.get_tracer("xapp")
 
@@ -88,7 +89,7 @@ class _Run:
         self.fallbacks.append(fallback)
         span = trace.get_current_span()
         span.add_event(
-            "argo.fallback",
+            attrs.SPAN_FALLBACK,
             {
                 "argo.component": fallback.component.value,
                 "argo.fallback.cause": fallback.cause.value,
@@ -215,7 +216,7 @@ class ArgoPipeline:
         mdp = self.settings.mdp
         while len(run.steps) < self.settings.max_steps:
             t0 = time.perf_counter()
-            with tracer.start_as_current_span("argo.policy") as span:
+            with tracer.start_as_current_span(attrs.SPAN_POLICY) as span:
                 state = LoopState(
                     run.progress,
                     len(run.steps),
@@ -267,7 +268,7 @@ class ArgoPipeline:
 
     async def _decompose(self, run: _Run, keep: float) -> ComponentResult | None:
         budget = run.budget
-        with tracer.start_as_current_span("argo.decomposer") as span:
+        with tracer.start_as_current_span(attrs.SPAN_DECOMPOSE) as span:
             t0 = time.perf_counter()
             result: ComponentResult | None = None
             no_llm: Fallback | None = None
@@ -310,7 +311,7 @@ class ArgoPipeline:
         assert self.retriever is not None
         passages: list[Passage] = []
         fallback: Fallback | None = None
-        with tracer.start_as_current_span("argo.retriever") as span:
+        with tracer.start_as_current_span(attrs.SPAN_RETRIEVE) as span:
             span.set_attribute("db.system", "chroma")
             span.set_attribute("argo.retrieval.top_k", top_k or self.retriever.top_k)
             t0 = time.perf_counter()
@@ -369,7 +370,7 @@ class ArgoPipeline:
     async def _reason_step(self, run: _Run, keep: float, delta: float) -> Step | None:
         budget = run.budget
         before = run.progress
-        with tracer.start_as_current_span("argo.reasoner") as span:
+        with tracer.start_as_current_span(attrs.SPAN_REASON) as span:
             t0 = time.perf_counter()
             result: ComponentResult | None = None
             no_llm: Fallback | None = None
@@ -414,7 +415,7 @@ class ArgoPipeline:
         )
 
     async def _synthesize(self, run: _Run) -> ComponentResult:
-        with tracer.start_as_current_span("argo.synthesizer") as span:
+        with tracer.start_as_current_span(attrs.SPAN_SYNTHESIZE) as span:
             t0 = time.perf_counter()
             result = await self._synthesize_llm(run) if run.use_llm else None
             if result is None:

@@ -8,24 +8,27 @@ from __future__ import annotations
 
 from typing import Final
 
+from xapp.domain import Component
+
 # --- tracer and span names -----------------------------------------------------------------------
 TRACER_NAME: Final = "xapp"  # trace.get_tracer(TRACER_NAME)
 
-SPAN_POLICY: Final = "argo.policy"  # the policy chose the next action
-SPAN_DECOMPOSE: Final = "argo.decompose"  # a sub-query was written
-SPAN_RETRIEVE: Final = "argo.retrieve"  # Chroma was queried
-SPAN_REASON: Final = "argo.reason"  # a reasoning step
-SPAN_SYNTHESIZE: Final = "argo.synthesize"  # the final answer
-SPAN_FALLBACK: Final = "argo.fallback"  # a template replaced an LLM step
+SPAN_POLICY: Final = f"argo.{Component.POLICY.value}"  # the policy chose the next action
+SPAN_DECOMPOSE: Final = f"argo.{Component.DECOMPOSER.value}"  # a sub-query was written
+SPAN_RETRIEVE: Final = f"argo.{Component.RETRIEVER.value}"  # Chroma was queried
+SPAN_REASON: Final = f"argo.{Component.REASONER.value}"  # a reasoning step
+SPAN_SYNTHESIZE: Final = f"argo.{Component.SYNTHESIZER.value}"  # the final answer
+SPAN_FALLBACK: Final = "argo.fallback"  # an event on the component's span: it did not run its intended path
 SPAN_GENERATE: Final = "gen_ai.generate"  # one vLLM generation inside any of the above
+SPAN_CHOOSE: Final = "gen_ai.choose"  # one option choice (a single prefill) inside the synthesis
 COMPONENT_SPANS: Final = (
     SPAN_POLICY,
     SPAN_DECOMPOSE,
     SPAN_RETRIEVE,
     SPAN_REASON,
     SPAN_SYNTHESIZE,
-    SPAN_FALLBACK,
     SPAN_GENERATE,
+    SPAN_CHOOSE,
 )
 
 # --- RPC (server span; set by xapp.telemetry.tracing.TelemetryInterceptor) --------------------------
