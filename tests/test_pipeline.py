@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from xapp.config import Settings
-from xapp.domain import Action, PathKind, Question
+from xapp.domain import Action, Passage, PathKind, Question, Step
 from xapp.errors import StoreUnavailable
-from xapp.pipeline.budget import Budget, LatencyEstimator
+from xapp.llm import prompts
+from xapp.pipeline.budget import Budget, LatencyEstimator, LLMCostModel, LLMPlan, NoPlan
 from xapp.pipeline.runner import ArgoPipeline, overall_path
 from xapp.store.knowledge_base import KnowledgeBase
 
@@ -160,9 +161,9 @@ def test_llm_work_aborted_at_a_short_deadline(
     builtin_kb: KnowledgeBase, builtin_kb_settings: Settings, llm_engine: Any, run: Any
 ) -> None:
     settings = builtin_kb_settings.replace(llm=True, max_tokens_synthesize=2000, max_tokens_decompose=2000)
-    # Optimistic estimates make the pipeline start LLM work that cannot finish: it must be aborted in time.
-    est = LatencyEstimator({k: 0.001 for k in ("decompose.llm", "reason.llm", "synthesize.llm")}, spread=0.0)
-    pipeline = ArgoPipeline(settings, builtin_kb, llm_engine, est)
+    # An optimistic cost model makes the pipeline start LLM work that cannot finish: it must be aborted in time.
+    costs = LLMCostModel(prefill_s=1e-6, decode_s=1e-5, overhead_s=0.0)
+    pipeline = ArgoPipeline(settings, builtin_kb, llm_engine, costs=costs)
     start = time.monotonic()
     answer = run(pipeline.answer(OTIC, strategy="mdp", deadline=time.monotonic() + 0.3))
     # The server keeps safety_margin_ms (20 ms) for this: the abort and the template answer fit inside it.
@@ -170,4 +171,87 @@ def test_llm_work_aborted_at_a_short_deadline(
     assert time.monotonic() - start <= 0.3 + 0.1  # + hopping to the engine's loop thread and back
     assert answer.fallback_reason and "aborted" in answer.fallback_reason
     assert answer.choice in (1, 2, 3, 4)
+    assert llm_engine.num_unfinished_requests() == 0
+
+
+class _CharTokens:
+    """Counts a prompt as one token per 4 characters (the planner only needs a consistent count)."""
+
+    def __init__(self, load: int = 0) -> None:
+        self.load = load
+
+    def prompt_tokens(self, messages: Any) -> int:
+        return sum(len(m["content"]) for m in messages) // 4
+
+    def num_unfinished_requests(self) -> int:
+        return self.load
+
+
+def _history(n: int) -> list[Step]:
+    passages = [Passage(f"p{i}", f"passage {i} " + "evidence words " * 60, f"doc{i}.md", "", 0.9) for i in range(n)]
+    return [Step(Action.RETRIEVE, PathKind.TEMPLATE, 0.0, 0.3, 1.0, query="q", passages=passages)]
+
+
+def test_the_planner_trims_evidence_to_fit_and_derives_max_tokens_from_the_time_left() -> None:
+    costs = LLMCostModel(prefill_s=0.002, decode_s=0.05, overhead_s=0.02)
+    costs.rel_error = 0.0  # safety factor 1.1
+    counter = _CharTokens()
+    variants = prompts.answer_variants(Question("What does the E2 interface carry?"), _history(6))
+    tokens = [counter.prompt_tokens(v.messages) for v in variants]
+    assert tokens == sorted(tokens, reverse=True) and variants[0].trimmed == "" and len(variants) >= 4
+
+    # Time for the richest prompt and many tokens: nothing trimmed, the cap is the caller's maximum.
+    roomy = Budget(time.monotonic() + 60.0, LatencyEstimator(), costs)
+    plan = roomy.plan_llm(counter, variants, min_tokens=24, max_tokens=192)
+    assert isinstance(plan, LLMPlan) and plan.variant.trimmed == "" and plan.max_tokens == 192
+
+    # Too little time for the richest prompt: a leaner one, and only as many tokens as fit before the deadline.
+    leanest_need = costs.predict(tokens[-1], 24)
+    tight = Budget(time.monotonic() + leanest_need + 0.3, LatencyEstimator(), costs)
+    plan = tight.plan_llm(counter, variants, min_tokens=24, max_tokens=192)
+    assert isinstance(plan, LLMPlan)
+    assert plan.variant.trimmed and plan.prompt_tokens < tokens[0]
+    assert 24 <= plan.max_tokens < 192
+    assert plan.predicted_s <= tight.deadline - time.monotonic() + 0.01
+    assert plan.deadline == pytest.approx(tight.deadline)
+
+    # Not even the leanest prompt with the fewest useful tokens fits: no plan, with the figures.
+    none = Budget(time.monotonic() + leanest_need / 2, LatencyEstimator(), costs)
+    refused = none.plan_llm(counter, variants, min_tokens=24, max_tokens=192)
+    assert isinstance(refused, NoPlan) and "needs ~" in refused.detail and "ms left" in refused.detail
+
+    # Two other calls in the engine: planned three times slower, so the same time buys less.
+    busy = Budget(time.monotonic() + 60.0, LatencyEstimator(), costs).plan_llm(
+        _CharTokens(load=2), variants, min_tokens=24, max_tokens=10_000
+    )
+    idle = Budget(time.monotonic() + 60.0, LatencyEstimator(), costs).plan_llm(
+        counter, variants, min_tokens=24, max_tokens=10_000
+    )
+    assert isinstance(busy, LLMPlan) and isinstance(idle, LLMPlan) and busy.max_tokens < idle.max_tokens / 2
+
+
+def test_the_cost_model_learns_from_calls() -> None:
+    costs = LLMCostModel(prefill_s=0.01, decode_s=0.2, overhead_s=0.0, alpha=0.5)
+    # Observed: 100 uncached tokens prefilled in 0.2 s (2 ms each), then 10 tokens in 0.9 s more (0.1 s each).
+    costs.observe(prompt_tokens=100, cached_tokens=0, ttft_s=0.2, completion_tokens=10, total_s=1.1, aborted=False)
+    assert costs.prefill_s == pytest.approx(0.006) and costs.decode_s == pytest.approx(0.15)
+    before = costs.snapshot()
+    # An aborted call that ended sooner than predicted says nothing about speed: nothing is lowered.
+    costs.observe(prompt_tokens=100, cached_tokens=0, ttft_s=0.01, completion_tokens=1, total_s=0.01, aborted=True)
+    assert costs.snapshot()["prefill_ms_per_token"] == before["prefill_ms_per_token"]
+
+
+@pytest.mark.slow
+def test_multiple_choice_is_answered_in_one_prefill_with_option_probabilities(
+    builtin_kb: KnowledgeBase, builtin_kb_settings: Settings, llm_engine: Any, run: Any
+) -> None:
+    pipeline = ArgoPipeline(builtin_kb_settings.replace(llm=True), builtin_kb, llm_engine)
+    run(pipeline.calibrate_llm())
+    assert pipeline.costs.snapshot()["prefill_ms_per_token"] > 0
+    answer = run(pipeline.answer(OTIC, strategy="fixed-k", deadline=time.monotonic() + 60))
+    probabilities = answer.option_probabilities
+    assert len(probabilities) == 4 and sum(probabilities) == pytest.approx(1.0, abs=1e-6)
+    assert answer.choice == probabilities.index(max(probabilities)) + 1
+    assert answer.synthesis_usage.completion_tokens >= 1 and answer.trimmed == ""
+    assert not any(f.component.value == "synthesizer" for f in answer.fallbacks), answer.fallback_reason
     assert llm_engine.num_unfinished_requests() == 0

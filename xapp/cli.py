@@ -40,6 +40,13 @@ def _configure_logging(command: str) -> None:
     configure_logging(level=level, log_format=os.environ.get("ARGO_LOG_FORMAT") or "auto")
 
 
+# argo-xapp bench NAME → the module whose main(argv) runs it
+BENCHES = {
+    "latency": "xapp.bench.latency",
+    "accuracy": "xapp.bench.accuracy",
+    "retrieval": "xapp.bench.retrieval",
+}
+
 MODEL_HELP = (
     "offline model short name (qwen2.5-coder-1.5b, the default, or qwen2.5-coder-0.5b), "
     "a model folder, a .gguf file or a hub id"
@@ -102,9 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     quantize.add_argument("dst", type=Path)
     quantize.add_argument("--force", action="store_true", help="replace DST if it exists")
 
-    bench = sub.add_parser("bench", help="latency and accuracy measurements")
+    bench = sub.add_parser("bench", help="latency, accuracy and retrieval measurements")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
-    for name in ("latency", "accuracy"):
+    for name in BENCHES:
         # Every option, -h included, belongs to the bench's own parser.
         b = bench_sub.add_parser(name, prefix_chars="+", add_help=False)
         b.add_argument("args", nargs=argparse.REMAINDER)
@@ -298,13 +305,10 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    if args.bench_command == "latency":
-        from xapp.bench.latency import main as latency_main
+    import importlib
 
-        return int(latency_main(args.args))
-    from xapp.bench.accuracy import main as accuracy_main
-
-    return int(accuracy_main(args.args))
+    bench = importlib.import_module(BENCHES[args.bench_command])
+    return int(bench.main(args.args))
 
 
 COMMANDS = {
