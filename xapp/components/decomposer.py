@@ -54,13 +54,13 @@ class Decomposer:
         return {s.query.lower() for s in history if s.action is Action.RETRIEVE}
 
     def candidates(self, question: Question, history: Sequence[Step]) -> list[str]:
-        """Rule-based sub-queries not searched yet (all of them again once every one has been)."""
+        """Rule-based sub-queries not searched yet; empty once every one has been (nothing new to search)."""
         asked = self.asked(history)
-        every = template_subqueries(question)
-        return [q for q in every if q.lower() not in asked] or every
+        return [q for q in template_subqueries(question) if q.lower() not in asked]
 
     def template(self, question: Question, history: Sequence[Step]) -> ComponentResult:
-        return ComponentResult(self.candidates(question, history)[0], PathKind.TEMPLATE)
+        """The next rule-based sub-query; the question itself once every one has been searched."""
+        return ComponentResult(next(iter(self.candidates(question, history)), question.text), PathKind.TEMPLATE)
 
     def messages(self, question: Question, history: Sequence[Step]) -> list[Message]:
         return prompts.decompose_messages(question, history, self.candidates(question, history))

@@ -336,6 +336,8 @@ class ArgoPipeline:
         if self.retriever is None:
             run.fallback(Fallback(Component.RETRIEVER, Cause.NO_STORE, "no knowledge base"))
             return None
+        if not self.decomposer.candidates(run.question, run.steps):
+            return None  # every sub-query has been searched: another retrieval would only repeat one
         before = run.progress
         t_step = time.perf_counter()
         sub = await self._decompose(run, keep)
