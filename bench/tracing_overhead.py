@@ -41,6 +41,7 @@ from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
 from xapp.config import Settings
 from xapp.server.app import ArgoServer
+from xapp.telemetry.metrics import default_metrics
 from xapp.telemetry.tracing import TelemetryInterceptor, TracingHandle, setup_tracing
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,7 +117,7 @@ async def run_bench(args: argparse.Namespace, handles: dict[str, TracingHandle])
     ).validate()
     blocks: list[Block] = []
     async with build_pipeline(settings) as pipeline:
-        server = ArgoServer(settings, interceptors=[TelemetryInterceptor()])
+        server = ArgoServer(settings, interceptors=[TelemetryInterceptor(default_metrics())])
         await server.start(0, "127.0.0.1")
         await server.attach(pipeline)
         try:

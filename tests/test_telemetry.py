@@ -25,14 +25,15 @@ from opentelemetry.trace import SpanKind, StatusCode
 from otlp_receiver import OtlpReceiver, ancestors
 
 from xapp.config import Settings
-from xapp.domain import Action, Answer, PathKind, Step, Usage
+from xapp.domain import Action, Answer, Cause, Component, Fallback, PathKind, Step, Usage
 from xapp.errors import ConfigError
 from xapp.server.http import ALIVE_PATH, METRICS_PATH, READY_PATH, HttpEndpoints, grpc_health_ready
 from xapp.telemetry import attrs
 from xapp.telemetry.logging import configure_logging, route_logger, set_log_level
-from xapp.telemetry.metrics import Metrics, reason_label
+from xapp.telemetry.metrics import Metrics
 from xapp.telemetry.tracing import (
     TelemetryInterceptor,
+    annotate_answer,
     inject_grpc_metadata,
     normalize_endpoint,
     setup_tracing,
@@ -525,24 +526,26 @@ def test_record_answer_updates_every_metric() -> None:
         path=PathKind.TEMPLATE,
         elapsed_ms=1012.0,
         deadline_ms=1000.0,
-        fallback_reason="EngineUnavailable: generation timed out after 400 ms",
+        fallback_reason="synthesizer: LLM ran out of time and was aborted; retriever: connection refused",
         synthesis_usage=Usage(aborted=True),
+        fallbacks=[
+            Fallback(Component.SYNTHESIZER, Cause.ABORTED, "LLM ran out of time and was aborted"),
+            Fallback(Component.RETRIEVER, Cause.STORE_ERROR, "connection refused"),
+        ],
     )
-    late.steps[1].fallback_reason = "StoreUnavailable: connection refused"
     metrics.record_answer(late, rpc="AnswerStream")
     assert sample("argo_xapp_deadline_misses_total", {"rpc": "AnswerStream"}) == 1
-    assert sample("argo_xapp_fallbacks_total", {"reason": "EngineUnavailable", "scope": "answer"}) == 1
-    assert sample("argo_xapp_fallbacks_total", {"reason": "StoreUnavailable", "scope": "step"}) == 1
+    assert sample("argo_xapp_fallbacks_total", {"component": "synthesizer", "cause": "aborted"}) == 1
+    assert sample("argo_xapp_fallbacks_total", {"component": "retriever", "cause": "store_error"}) == 1
     assert sample("argo_xapp_llm_aborted_generations_total") == 1
     assert sample("argo_xapp_answers_total", {"rpc": "AnswerStream", "path": "template"}) == 1
     assert sample("argo_xapp_component_latency_seconds_count", {"component": "reason"}) == 2
 
 
-def test_record_answer_puts_the_outcome_on_the_current_span(memory_tracing: InMemorySpanExporter) -> None:
-    metrics = Metrics()
+def test_annotate_answer_puts_the_outcome_on_the_current_span(memory_tracing: InMemorySpanExporter) -> None:
     with MODULE_TRACER.start_as_current_span("argo.v1.ArgoService/Answer", kind=SpanKind.SERVER):
-        metrics.record_answer(make_answer(elapsed_ms=1200.0, fallback_reason="synthesize: no time"), "Answer")
-    metrics.record_answer(make_answer(), "Answer")  # no current span: nothing to annotate, no error
+        annotate_answer(make_answer(elapsed_ms=1200.0, fallback_reason="synthesize: no time"))
+    annotate_answer(make_answer())  # no current span: nothing to annotate, no error
     (span,) = memory_tracing.get_finished_spans()
     a = dict(span.attributes or {})
     assert a[attrs.PATH] == "mixed" and a[attrs.STRATEGY] == "mdp" and a[attrs.STEPS] == 2
@@ -552,7 +555,7 @@ def test_record_answer_puts_the_outcome_on_the_current_span(memory_tracing: InMe
     assert a[attrs.GEN_AI_REQUEST_MODEL] == "qwen"
 
 
-def test_record_step_and_reason_labels() -> None:
+def test_record_step() -> None:
     metrics = Metrics()
     step = Step(
         action=Action.RETRIEVE,
@@ -560,16 +563,12 @@ def test_record_step_and_reason_labels() -> None:
         progress_before=0,
         progress_after=0.3,
         latency_ms=5,
-        timings_ms={"retrieve": 4.0},
-        fallback_reason="deadline",
+        timings_ms={"retriever": 4.0},
     )
     metrics.record_step(step)
     sample = metrics.registry.get_sample_value
     assert sample("argo_xapp_steps_total", {"action": "retrieve", "path": "template"}) == 1
-    assert sample("argo_xapp_fallbacks_total", {"reason": "deadline", "scope": "step"}) == 1
-    assert reason_label("EngineUnavailable: x: y") == "EngineUnavailable"
-    assert reason_label("") == "unknown"
-    assert len(reason_label("x" * 500)) == 64
+    assert sample("argo_xapp_component_latency_seconds_count", {"component": "retriever"}) == 1
 
 
 # --------------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from xapp.bench.common import (
     machine_info,
     prepare_out,
     request_deadline,
+    warmup_questions,
     write_csv,
     write_json,
 )
@@ -219,7 +220,6 @@ async def run_accuracy(
     baseline_sample: int = 0,
 ) -> AccuracyReport:
     from xapp.bench import plots
-    from xapp.bench.latency import warmup_questions
     from xapp.pipeline.runner import build_pipeline
 
     missing = [r.source for r in rows if r.answer is None or not r.options]

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from xapp.bench.common import BenchQuestion
-from xapp.bench.latency import BASELINE, COMPONENTS, Measurement, warmup_questions
+from xapp.bench.common import BASELINE, COMPONENTS, BenchQuestion, Measurement, warmup_questions
 from xapp.config import Settings
 from xapp.domain import Action, PathKind, Question, Step
 from xapp.errors import ArgoError

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import platform
 import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -317,3 +318,84 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--model", help="offline model short name (default qwen2.5-coder-1.5b), a model folder, a .gguf or a hub id"
     )
     p.add_argument("--out", type=Path, required=True, help="folder for the CSVs, PNG and JSON")
+
+
+# --- shared by the latency, accuracy and baseline benches ------------------------------------------------
+# Asked before the measurement and never measured: they load code paths, caches and the latency estimator
+# without putting any measured question's prompt into vLLM's prefix cache.
+WARMUP_QUESTIONS = (
+    "What is the near-RT RIC control loop?",
+    "What does the A1 interface carry?",
+    "What is an O-DU?",
+    "What is Open Fronthaul?",
+    "What is the non-RT RIC?",
+)
+
+COMPONENTS = ("policy", "decomposer", "retriever", "reasoner", "synthesizer", "overhead")
+ARGO, BASELINE = "argo", "hf-baseline"
+
+MEASUREMENT_COLUMNS = (
+    "system",
+    "phase",
+    "index",
+    "question",
+    "strategy",
+    "deadline_ms",
+    "wall_ms",
+    "total_ms",
+    *(f"{c}_ms" for c in COMPONENTS),
+    "met_deadline",
+    "path",
+    "fallback_reason",
+    "steps",
+    "retrieves",
+    "reasons",
+    "prompt_tokens",
+    "completion_tokens",
+    "choice",
+    "answer",
+)
+
+
+@dataclass
+class Measurement:
+    """One answered question, as one row of ``latency_measurements.csv``."""
+
+    system: str
+    phase: str  # "warmup" or "measured"
+    index: int
+    question: str
+    strategy: str
+    deadline_ms: float
+    wall_ms: float
+    total_ms: float
+    components: dict[str, float] = field(default_factory=dict)
+    path: str = ""
+    fallback_reason: str = ""
+    steps: int = 0
+    retrieves: int = 0
+    reasons: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    choice: int | None = None
+    answer: str = ""
+
+    @property
+    def met_deadline(self) -> bool:
+        return self.wall_ms <= self.deadline_ms
+
+    def row(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            k: getattr(self, k)
+            for k in MEASUREMENT_COLUMNS
+            if not k.endswith("_ms") or k in ("wall_ms", "total_ms", "deadline_ms")
+        }
+        for c in COMPONENTS:
+            out[f"{c}_ms"] = self.components.get(c, 0.0)
+        out["met_deadline"] = self.met_deadline
+        out["answer"] = " ".join(self.answer.split())[:300]
+        return out
+
+
+def warmup_questions(n: int) -> list[BenchQuestion]:
+    return [BenchQuestion(q) for q in itertools.islice(itertools.cycle(WARMUP_QUESTIONS), n)]

@@ -29,7 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from xapp.bench.common import (
+    ARGO,
+    BASELINE,
+    COMPONENTS,
+    MEASUREMENT_COLUMNS,
     BenchQuestion,
+    Measurement,
     add_run_options,
     bench_settings,
     describe,
@@ -37,6 +42,7 @@ from xapp.bench.common import (
     machine_info,
     prepare_out,
     request_deadline,
+    warmup_questions,
     write_csv,
     write_json,
 )
@@ -62,40 +68,6 @@ DEFAULT_QUESTIONS = SEED_QUESTIONS + (
     "What is the O2 interface used for?",
     "How does an xApp subscribe to RAN events through E2?",
 )
-# Asked before the measurement and never measured: they load code paths, caches and the latency estimator
-# without putting any measured question's prompt into vLLM's prefix cache.
-WARMUP_QUESTIONS = (
-    "What is the near-RT RIC control loop?",
-    "What does the A1 interface carry?",
-    "What is an O-DU?",
-    "What is Open Fronthaul?",
-    "What is the non-RT RIC?",
-)
-
-COMPONENTS = ("policy", "decomposer", "retriever", "reasoner", "synthesizer", "overhead")
-ARGO, BASELINE = "argo", "hf-baseline"
-
-MEASUREMENT_COLUMNS = (
-    "system",
-    "phase",
-    "index",
-    "question",
-    "strategy",
-    "deadline_ms",
-    "wall_ms",
-    "total_ms",
-    *(f"{c}_ms" for c in COMPONENTS),
-    "met_deadline",
-    "path",
-    "fallback_reason",
-    "steps",
-    "retrieves",
-    "reasons",
-    "prompt_tokens",
-    "completion_tokens",
-    "choice",
-    "answer",
-)
 SUMMARY_COLUMNS = (
     "system",
     "strategy",
@@ -119,46 +91,6 @@ SUMMARY_COLUMNS = (
 
 
 @dataclass
-class Measurement:
-    """One answered question, as one row of ``latency_measurements.csv``."""
-
-    system: str
-    phase: str  # "warmup" or "measured"
-    index: int
-    question: str
-    strategy: str
-    deadline_ms: float
-    wall_ms: float
-    total_ms: float
-    components: dict[str, float] = field(default_factory=dict)
-    path: str = ""
-    fallback_reason: str = ""
-    steps: int = 0
-    retrieves: int = 0
-    reasons: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    choice: int | None = None
-    answer: str = ""
-
-    @property
-    def met_deadline(self) -> bool:
-        return self.wall_ms <= self.deadline_ms
-
-    def row(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            k: getattr(self, k)
-            for k in MEASUREMENT_COLUMNS
-            if not k.endswith("_ms") or k in ("wall_ms", "total_ms", "deadline_ms")
-        }
-        for c in COMPONENTS:
-            out[f"{c}_ms"] = self.components.get(c, 0.0)
-        out["met_deadline"] = self.met_deadline
-        out["answer"] = " ".join(self.answer.split())[:300]
-        return out
-
-
-@dataclass
 class LatencyReport:
     measured: list[Measurement]
     warmup: list[Measurement]
@@ -172,10 +104,6 @@ class LatencyReport:
 def default_questions(n: int) -> list[BenchQuestion]:
     """``n`` questions from the default list (cycled when n exceeds it)."""
     return [BenchQuestion(q) for q in itertools.islice(itertools.cycle(DEFAULT_QUESTIONS), n)]
-
-
-def warmup_questions(n: int) -> list[BenchQuestion]:
-    return [BenchQuestion(q) for q in itertools.islice(itertools.cycle(WARMUP_QUESTIONS), n)]
 
 
 async def measure_argo(

@@ -223,6 +223,7 @@ def serve(
     """
     from xapp.config_watch import descriptor_extension
     from xapp.server.http import http_extension
+    from xapp.telemetry.metrics import default_metrics
     from xapp.telemetry.tracing import TelemetryInterceptor, setup_tracing
 
     tracing = setup_tracing(settings)
@@ -231,7 +232,7 @@ def serve(
             settings,
             grpc_port=grpc_port,
             host=host,
-            interceptors=[TelemetryInterceptor()],
+            interceptors=[TelemetryInterceptor(default_metrics())],
             extensions=[http_extension(settings, port=http_port), descriptor_extension(flags)],
             telemetry_shutdown=lambda: tracing.aclose(timeout_s=min(5.0, settings.grace_period_s)),
         )

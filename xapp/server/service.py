@@ -33,6 +33,7 @@ from xapp.server import convert, validation
 from xapp.server.admission import Admission, Overloaded
 from xapp.server.health import HealthMonitor
 from xapp.telemetry.metrics import Metrics, default_metrics
+from xapp.telemetry.tracing import annotate_answer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -217,6 +218,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             deadline,
             lambda: pipeline.answer(call.question, strategy=call.strategy, deadline=deadline),
         )
+        annotate_answer(answer)
         self.metrics.record_answer(answer, "Answer")
         return convert.answer(answer, elapsed_ms=_ms_since(start), queued_ms=queued_ms)
 
@@ -245,6 +247,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
                 while (step := await steps.get()) is not None:
                     yield pb.AnswerEvent(step=convert.step(step))
                 answer = task.result()
+            annotate_answer(answer)
             self.metrics.record_answer(answer, "AnswerStream")
             reply = convert.answer(answer, elapsed_ms=_ms_since(start), queued_ms=waited_s * 1000.0)
             yield pb.AnswerEvent(answer=reply)
@@ -317,6 +320,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         answer, queued_ms = await self._unary(
             context, "Synthesize", deadline, lambda: pipeline.synthesize(question, history, deadline=deadline)
         )
+        annotate_answer(answer)
         self.metrics.record_answer(answer, "Synthesize")
         return convert.answer(answer, elapsed_ms=_ms_since(start), queued_ms=queued_ms)
 

@@ -43,16 +43,6 @@ COMPONENT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 
 # The classic text format that generate_latest writes and every Prometheus version scrapes (newer
 # prometheus_client versions label it 1.0.0, which older scrapers do not know).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-MAX_REASON_CHARS = 64
-
-
-def reason_label(reason: str) -> str:
-    """A low-cardinality label from a fallback reason: ``"EngineUnavailable: timeout after 3 s"`` →
-    ``"EngineUnavailable"``. Free text in a label would create a new time series per message."""
-    head = reason.split(":", 1)[0].strip()
-    return (head or "unknown")[:MAX_REASON_CHARS]
-
-
 class Metrics:
     """Every metric the xApp exposes. One instance per process (``default_metrics()``)."""
 
@@ -105,9 +95,8 @@ class Metrics:
         )
         self.fallbacks = Counter(
             "fallbacks",
-            "template fallbacks by reason; scope=answer counts answers that "
-            "carry a fallback_reason, scope=step each step that fell back",
-            ["reason", "scope"],
+            "components that did not run their intended (LLM) path, once per answer, by component and cause",
+            ["component", "cause"],
             namespace=ns,
             registry=r,
         )
@@ -181,8 +170,6 @@ class Metrics:
         self.steps.labels(step.action.value, step.path.value).inc()
         for component, ms in step.timings_ms.items():
             self.component_latency.labels(component).observe(ms / 1000.0)
-        if step.fallback_reason:
-            self.fallbacks.labels(reason_label(step.fallback_reason), "step").inc()
         self._record_usage(
             step.usage.prompt_tokens, step.usage.completion_tokens, step.usage.ttft_ms, step.usage.aborted
         )
@@ -192,24 +179,18 @@ class Metrics:
 
         ``answer.timings_ms`` holds the per-component totals of the request, so steps' own timings are
         not observed again here; steps are counted by action and path, tokens summed over all LLM calls.
-        The outcome also goes onto the current span (the RPC's server span inside a handler).
         """
-        from xapp.telemetry.tracing import annotate_answer  # tracing imports this module
-
-        annotate_answer(answer)
         path = answer.path.value
         self.answers.labels(rpc, path).inc()
         self.answer_latency.labels(path).observe(answer.elapsed_ms / 1000.0)
-        if answer.fallback_reason:
-            self.fallbacks.labels(reason_label(answer.fallback_reason), "answer").inc()
+        for fallback in answer.fallbacks:
+            self.fallbacks.labels(fallback.component.value, fallback.cause.value).inc()
         if answer.deadline_ms > 0 and answer.elapsed_ms > answer.deadline_ms:
             self.deadline_misses.labels(rpc).inc()
         for component, ms in answer.timings_ms.items():
             self.component_latency.labels(component).observe(ms / 1000.0)
         for step in answer.steps:
             self.steps.labels(step.action.value, step.path.value).inc()
-            if step.fallback_reason:
-                self.fallbacks.labels(reason_label(step.fallback_reason), "step").inc()
             self._record_usage(
                 step.usage.prompt_tokens, step.usage.completion_tokens, step.usage.ttft_ms, step.usage.aborted
             )

@@ -320,7 +320,7 @@ def annotate_answer(answer: Any, span: trace.Span | None = None) -> None:
     """Put an Answer's outcome on ``span`` (default: the current span, i.e. the RPC's SERVER span inside a
     handler): strategy, path, fallback reason, deadline, elapsed, miss, steps, tokens, model.
 
-    Called by ``Metrics.record_answer``, so a trace shows at its root what the reply said.
+    Called by the service with every reply, so a trace shows at its root what the reply said.
     """
     span = span or trace.get_current_span()
     if not span.is_recording():
@@ -417,15 +417,11 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(
         self,
-        metrics: Any | None = None,  # xapp.telemetry.metrics.Metrics; None: the process default
+        metrics: Any,  # xapp.telemetry.metrics.Metrics (passed in: tracing does not import metrics)
         *,
         tracer_provider: trace.TracerProvider | None = None,
         untraced_services: Iterable[str] = DEFAULT_UNTRACED_SERVICES,
     ) -> None:
-        if metrics is None:
-            from xapp.telemetry.metrics import default_metrics
-
-            metrics = default_metrics()
         self._metrics = metrics
         provider = tracer_provider or trace.get_tracer_provider()
         self._tracer = provider.get_tracer(attrs.TRACER_NAME + ".server", xapp.__version__)
