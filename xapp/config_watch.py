@@ -37,6 +37,7 @@ HOT_RELOADABLE: frozenset[str] = frozenset(
     {
         "top_k",
         "min_score",
+        "evidence_min_score",
         "max_tokens_decompose",
         "max_tokens_reason",
         "max_tokens_synthesize",

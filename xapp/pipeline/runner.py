@@ -262,9 +262,15 @@ class ArgoPipeline:
         return keep
 
     def _synthesis_variants(self, run: _Run) -> list[prompts.PromptVariant]:
-        if run.question.options:
-            return prompts.choose_variants(run.question, run.steps)
-        return prompts.answer_variants(run.question, run.steps)
+        """The synthesis prompt at every evidence level, richest first; without evidence when no passage is
+        close enough to the question to be about it (such evidence misleads the LLM more than it helps)."""
+        build = prompts.choose_variants if run.question.options else prompts.answer_variants
+        best = max((p.score for s in run.steps for p in s.passages), default=None)
+        gate = self.settings.evidence_min_score
+        if best is None or best >= gate:
+            return build(run.question, run.steps)
+        note = f"evidence left out: best passage similarity {best:.2f} < evidence_min_score {gate:.2f}"
+        return [prompts.PromptVariant(v.messages, note) for v in build(run.question, [])]
 
     async def _decompose(self, run: _Run, keep: float) -> ComponentResult | None:
         budget = run.budget
