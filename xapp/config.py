@@ -76,7 +76,7 @@ class Settings:
     min_score: float = 0.25  # similarity below which a passage is not counted as new information
     # The LLM sees evidence only when the best passage is at least this similar to the question: evidence
     # from documents that do not hold the answer cost ORAN-Bench accuracy (docs/performance.md).
-    evidence_min_score: float = 0.65
+    evidence_min_score: float = 0.70
     # --- model ---------------------------------------------------------------------------------
     model: str = ""  # empty: the offline default (Qwen2.5-Coder-1.5B-Instruct); see xapp.llm.models
     quantization: str = (
