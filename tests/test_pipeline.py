@@ -252,6 +252,8 @@ def test_multiple_choice_is_answered_in_one_prefill_with_option_probabilities(
     probabilities = answer.option_probabilities
     assert len(probabilities) == 4 and sum(probabilities) == pytest.approx(1.0, abs=1e-6)
     assert answer.choice == probabilities.index(max(probabilities)) + 1
-    assert answer.synthesis_usage.completion_tokens >= 1 and answer.trimmed == ""
+    assert answer.synthesis_usage.completion_tokens >= 1
+    # The built-in notes say little about OTICs: no passage reaches evidence_min_score, the LLM chose closed-book.
+    assert answer.trimmed.startswith("evidence left out: best passage similarity")
     assert not any(f.component.value == "synthesizer" for f in answer.fallbacks), answer.fallback_reason
     assert llm_engine.num_unfinished_requests() == 0

@@ -86,6 +86,7 @@ def served(kb_settings: Settings, knowledge_base: KnowledgeBase, llm_engine: Any
     async def build() -> tuple[Any, ArgoServer]:
         pipeline = ArgoPipeline(kb_settings, kb=knowledge_base, llm=llm_engine)
         pipeline.calibrate()  # as build_pipeline does: this machine's retrieval and template synthesis times
+        await pipeline.calibrate_llm()  # … and what an LLM call costs on it
         return pipeline, await _start(kb_settings, pipeline)
 
     pipeline, server = run(build())
@@ -320,7 +321,7 @@ def test_cancelled_call_leaves_no_request_in_the_engine(served: Served) -> None:
 
 
 def test_over_capacity_requests_get_resource_exhausted_within_their_deadline(served: Served) -> None:
-    # A second server on the same pipeline with one slot. With deadline_ms=60 a request has no time to wait
+    # A second server on the same pipeline with one slot. With deadline_ms=50 a request has no time to wait
     # for a slot (the budget minus the margin is under the admission reserve), so while one call holds the
     # slot the others are refused at once with RESOURCE_EXHAUSTED — never queued past their deadline.
     narrow = served.settings.replace(max_concurrency=1)
@@ -329,7 +330,7 @@ def test_over_capacity_requests_get_resource_exhausted_within_their_deadline(ser
     details: list[str] = []
     latencies: list[float] = []
 
-    async def one(argo: ArgoClient, deadline_ms: int = 60) -> None:
+    async def one(argo: ArgoClient, deadline_ms: int = 50) -> None:
         t0 = time.monotonic()
         try:
             await argo.answer(QUESTION, strategy="mdp", deadline_ms=deadline_ms, timeout=2.0)
@@ -337,7 +338,7 @@ def test_over_capacity_requests_get_resource_exhausted_within_their_deadline(ser
         except grpc.aio.AioRpcError as exc:
             codes.append(exc.code())
             details.append(exc.details() or "")
-        if deadline_ms == 60:
+        if deadline_ms == 50:
             latencies.append(time.monotonic() - t0)
 
     async def main() -> None:
@@ -358,7 +359,7 @@ def test_over_capacity_requests_get_resource_exhausted_within_their_deadline(ser
     assert codes.count(grpc.StatusCode.OK) >= 1
     assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1, codes
     assert all(d.startswith("all 1 request slots are busy") for d in details), details
-    assert max(latencies) < 1.0, latencies  # refused promptly (the answered ones within their 60 ms budget)
+    assert max(latencies) < 1.0, latencies  # refused promptly (the answered ones within their 50 ms budget)
     assert idle(served)
 
 

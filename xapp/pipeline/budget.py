@@ -174,7 +174,9 @@ class LLMCostModel:
         return single * (1 + max(load, 0))
 
     def safety(self) -> float:
-        return 1.0 + max(0.1, 2.0 * self.rel_error)
+        # One relative error, not two: a call planned too tight is aborted at its deadline and the template
+        # path still answers in time, while one planned too loose never runs the LLM at all.
+        return 1.0 + max(0.1, self.rel_error)
 
     def predict(self, prompt_tokens: int, max_tokens: int, *, load: int = 0) -> float:
         """Seconds to plan for a call with this prompt and up to ``max_tokens`` tokens (pessimistic)."""
