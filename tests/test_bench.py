@@ -292,7 +292,7 @@ def test_latency_and_accuracy_with_vllm(
         )
     )  # fmt: skip
     fixed, template = acc.row("fixed-k"), acc.row("template")
-    assert fixed["mean_retrieves"] == settings.fixed_k and fixed["template_path_share"] == 0.0
+    assert fixed["mean_retrieves"] == settings.fixed_k and fixed["template_path_share"] == 0.0, acc.results
     for r in acc.results:
         if r["strategy"] == "fixed-k":
             # One prefill chooses the option: an LLM answer, with the chosen option's probability.

@@ -14,7 +14,7 @@ from xapp.domain import Action, Passage, PathKind, Question, Step
 from xapp.errors import StoreUnavailable
 from xapp.llm import prompts
 from xapp.pipeline.budget import Budget, LatencyEstimator, LLMCostModel, LLMPlan, NoPlan
-from xapp.pipeline.runner import ArgoPipeline, overall_path
+from xapp.pipeline.runner import ArgoPipeline
 from xapp.store.knowledge_base import KnowledgeBase
 
 OTIC = Question(
@@ -58,13 +58,6 @@ def test_budget_fits_and_shortfall() -> None:
     assert budget.fits("a") and not budget.fits("a", "b")
     assert budget.fits("a", keep=0.1) and not budget.fits("a", keep=0.3)
     assert "needs ~500 ms" in budget.shortfall("a", "b")
-
-
-def test_overall_path() -> None:
-    assert overall_path([PathKind.LLM, PathKind.LLM]) is PathKind.LLM
-    assert overall_path([PathKind.TEMPLATE]) is PathKind.TEMPLATE
-    assert overall_path([PathKind.LLM, PathKind.TEMPLATE]) is PathKind.MIXED
-    assert overall_path([PathKind.MIXED]) is PathKind.MIXED
 
 
 @pytest.fixture(scope="module")

@@ -98,15 +98,6 @@ class _Run:
         )
 
 
-def overall_path(paths: Sequence[PathKind]) -> PathKind:
-    kinds = set(paths)
-    if kinds <= {PathKind.LLM} and kinds:
-        return PathKind.LLM
-    if kinds <= {PathKind.TEMPLATE}:
-        return PathKind.TEMPLATE
-    return PathKind.MIXED
-
-
 class ArgoPipeline:
     """One per process, shared by all requests; safe to use from many concurrent tasks."""
 
@@ -523,7 +514,7 @@ class ArgoPipeline:
         return Answer(
             answer=result.text,
             choice=result.choice,
-            path=overall_path(run.paths),
+            path=result.path,  # who wrote the answer the caller reads; each step carries its own path
             fallback_reason="; ".join(f.text for f in run.fallbacks) or None,
             steps=run.steps,
             elapsed_ms=elapsed,
@@ -598,6 +589,7 @@ async def build_pipeline(settings: Settings, llm: LLM | None = None) -> AsyncIte
     if llm is not None or not settings.llm:
         pipeline = ArgoPipeline(settings, kb, llm)
         pipeline.calibrate()
+        await pipeline.calibrate_llm()  # nothing to do without an engine
         yield pipeline
         return
     from xapp.llm.engine import VLLMEngine
