@@ -96,18 +96,15 @@ class HFGenerator:
 
 def seed_synthesize_messages(question: Question, history: Sequence[Step]) -> list[Message]:
     """The seed's synthesis prompt: a generated answer, from which the option is parsed afterwards."""
-    messages = prompts.reason_variants(question, history)[0].messages
-    evidence = messages[1]["content"].split("\nIn one or two sentences", 1)[0]
-    user = evidence + "\n"
+    user = f"Question: {question.text}\nEvidence:\n{prompts.evidence_text(history)}\n"
     if question.options:
         user += (
-            "Options:\n"
-            + "\n".join(f"{i}. {prompts.strip_option_number(o)}" for i, o in enumerate(question.options, 1))
-            + "\nReply with the number of the correct option first, as 'Answer: N', then one sentence why."
+            f"Options:\n{prompts.numbered_options(question)}\n"
+            "Reply with the number of the correct option first, as 'Answer: N', then one sentence why."
         )
     else:
         user += "Answer in at most three sentences."
-    return [messages[0], {"role": "user", "content": user}]
+    return [{"role": "system", "content": prompts.SYSTEM}, {"role": "user", "content": user}]
 
 
 async def _one(

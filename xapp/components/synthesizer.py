@@ -32,7 +32,7 @@ class Synthesizer:
         choice = None
         if question.options:
             choice = pick_option(question.text, question.options, passages, self.embedder)
-            text = f"{choice}. {prompts.strip_option_number(question.options[choice - 1])} — evidence: {text}"
+            text = f"{prompts.option_line(question, choice)} — evidence: {text}"
         return ComponentResult(text, PathKind.TEMPLATE, choice=choice)
 
     async def choose(
@@ -48,7 +48,7 @@ class Synthesizer:
         if result.index is None:
             return _failed(Cause.ABORTED, "LLM ran out of time and was aborted", usage)
         choice = result.index + 1
-        text = f"{choice}. {prompts.strip_option_number(question.options[result.index])}"
+        text = prompts.option_line(question, choice)
         evidence, _ = extractive_answer(question.text, [p for s in history for p in s.passages], max_sentences=1)
         if any(s.passages for s in history):
             text += f" — evidence: {evidence}"

@@ -47,7 +47,10 @@ def _passages(history: Sequence[Step]) -> list[Passage]:
     return out
 
 
-def _evidence(history: Sequence[Step], max_passages: int, max_chars: int) -> str:
+def evidence_text(
+    history: Sequence[Step], max_passages: int = EVIDENCE_LEVELS[0][0], max_chars: int = EVIDENCE_LEVELS[0][1]
+) -> str:
+    """The evidence block of a prompt: reasoning notes, then passages in the order retrieved, trimmed."""
     lines = [f"- (note) {s.query}" for s in history if s.action is Action.REASON and s.query]
     for passage in _passages(history)[:max_passages]:
         snippet = " ".join(passage.text.split())
@@ -64,7 +67,7 @@ def evidence_variants(history: Sequence[Step], build: Callable[[str], list[Messa
     previous = None
     for max_passages, max_chars in EVIDENCE_LEVELS:
         kept = min(max_passages, available)
-        text = _evidence(history, max_passages, max_chars)
+        text = evidence_text(history, max_passages, max_chars)
         if text == previous:
             continue
         previous = text
@@ -78,13 +81,17 @@ def evidence_variants(history: Sequence[Step], build: Callable[[str], list[Messa
     return variants
 
 
-def _options(question: Question) -> str:
+def numbered_options(question: Question) -> str:
     return "\n".join(f"{i}. {strip_option_number(o)}" for i, o in enumerate(question.options, start=1))
 
 
 def strip_option_number(option: str) -> str:
     """ORAN-Bench options come as "2. text": drop the number, the caller numbers them again."""
     return re.sub(r"^\s*\(?\d+[.):]\s*", "", option).strip()
+
+
+def _turns(user: str) -> list[Message]:
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
 def decompose_messages(question: Question, history: Sequence[Step], candidates: Sequence[str] = ()) -> list[Message]:
@@ -100,11 +107,7 @@ def decompose_messages(question: Question, history: Sequence[Step], candidates: 
         "Write ONE short search query (at most 12 words) for the O-RAN documentation that finds information "
         "still missing to answer the question. Reply with the query only."
     )
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
-
-
-def _turns(user: str) -> list[Message]:
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    return _turns(user)
 
 
 def reason_variants(question: Question, history: Sequence[Step]) -> list[PromptVariant]:
@@ -124,13 +127,18 @@ def choose_variants(question: Question, history: Sequence[Step]) -> list[PromptV
         lambda evidence: _turns(
             f"Question: {question.text}\n"
             + (f"Evidence (may be incomplete):\n{evidence}\n" if evidence != NO_EVIDENCE else "")
-            + f"Options:\n{_options(question)}\nReply with the number of the correct option only."
+            + f"Options:\n{numbered_options(question)}\nReply with the number of the correct option only."
         ),
     )
 
 
 def option_labels(question: Question) -> list[str]:
     return [str(i) for i in range(1, len(question.options) + 1)]
+
+
+def option_line(question: Question, choice: int) -> str:
+    """The chosen option as a reply starts with it: "2. To ensure interoperability …"."""
+    return f"{choice}. {strip_option_number(question.options[choice - 1])}"
 
 
 def answer_variants(question: Question, history: Sequence[Step]) -> list[PromptVariant]:

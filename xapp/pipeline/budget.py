@@ -212,7 +212,7 @@ class LLMCostModel:
             predicted = self._nominal(prompt_tokens, max(completion_tokens, 1), load)
             self.cached_tokens = (1 - a) * self.cached_tokens + a * cached_tokens
             if aborted:
-                # Cut off by its deadline: it would have taken longer. Only ever raises the estimates.
+                # Cut off by its deadline: it would have taken longer. It can only widen the safety factor.
                 if total_s > predicted:
                     self.rel_error = (1 - a) * self.rel_error + a * (total_s / predicted - 1)
                 return
@@ -249,30 +249,30 @@ class MeteredLLM:
     ) -> Generation:
         load = self._llm.num_unfinished_requests()
         gen = await self._llm.generate(messages, max_tokens=max_tokens, deadline=deadline, stop=stop)
-        self.costs.observe(
-            prompt_tokens=gen.prompt_tokens,
-            cached_tokens=gen.cached_tokens,
-            ttft_s=gen.ttft_s,
-            completion_tokens=gen.completion_tokens,
-            total_s=gen.total_s,
-            aborted=gen.aborted,
-            load=load,
+        self._observe(
+            gen.prompt_tokens, gen.cached_tokens, gen.ttft_s, gen.completion_tokens, gen.total_s, gen.aborted, load
         )
         return gen
 
     async def choose(self, messages: Sequence[Message], labels: Sequence[str], *, deadline: float) -> Choice:
         load = self._llm.num_unfinished_requests()
-        choice = await self._llm.choose(messages, labels, deadline=deadline)
+        c = await self._llm.choose(messages, labels, deadline=deadline)
+        # One prefill and one token: its whole time is the time to the first token.
+        self._observe(c.prompt_tokens, c.cached_tokens, c.total_s, 0 if c.aborted else 1, c.total_s, c.aborted, load)
+        return c
+
+    def _observe(
+        self, prompt: int, cached: int, ttft_s: float, completion: int, total_s: float, aborted: bool, load: int
+    ) -> None:
         self.costs.observe(
-            prompt_tokens=choice.prompt_tokens,
-            cached_tokens=choice.cached_tokens,
-            ttft_s=choice.total_s,
-            completion_tokens=0 if choice.aborted else 1,
-            total_s=choice.total_s,
-            aborted=choice.aborted,
+            prompt_tokens=prompt,
+            cached_tokens=cached,
+            ttft_s=ttft_s,
+            completion_tokens=completion,
+            total_s=total_s,
+            aborted=aborted,
             load=load,
         )
-        return choice
 
     def prompt_tokens(self, messages: Sequence[Message]) -> int:
         return self._llm.prompt_tokens(messages)
@@ -296,7 +296,6 @@ class LLMPlan:
     max_tokens: int
     deadline: float  # absolute monotonic: the engine aborts the call here
     predicted_s: float
-    load: int  # other requests in the engine when planned
 
     @property
     def messages(self) -> list[Message]:
@@ -327,11 +326,6 @@ class Budget:
 
     def elapsed_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000.0
-
-    def final_reserve(self) -> float:
-        """Time kept free whatever else happens: the lexical template synthesis. Embedding the options
-        (``synthesize.template``) only uses what is left, since a retrieval is worth more than it."""
-        return LEXICAL_RESERVE_S
 
     def fits(self, *keys: str, keep: float = 0.0) -> bool:
         """Would components ``keys``, run one after another now, end before the deadline minus ``keep``?"""
@@ -366,6 +360,6 @@ class Budget:
             if need <= left:
                 fit = min(max_tokens, self.costs.tokens_within(left, tokens, load=load))
                 predicted = self.costs.predict(tokens, fit, load=load)
-                return LLMPlan(variant, tokens, max(fit, min_tokens), until, predicted, load)
+                return LLMPlan(variant, tokens, max(fit, min_tokens), until, predicted)
         busy = f", {load} other LLM calls running" if load else ""
         return NoPlan(f"needs ~{need * 1000:.0f} ms, {max(left, 0.0) * 1000:.0f} ms left{busy}")

@@ -23,7 +23,7 @@ from xapp.components.reasoner import Reasoner
 from xapp.components.retriever import Retriever
 from xapp.components.synthesizer import Synthesizer
 from xapp.config import Settings
-from xapp.domain import Action, Answer, Cause, Component, Fallback, Passage, PathKind, Question, Step
+from xapp.domain import Action, Answer, Cause, Component, Fallback, Passage, PathKind, Question, Step, Usage
 from xapp.errors import StoreUnavailable
 from xapp.llm import prompts
 from xapp.llm.base import LLM
@@ -164,11 +164,11 @@ class ArgoPipeline:
             step = Step(Action.RETRIEVE, PathKind.TEMPLATE, 0, 0, 0, passages=[Passage("c", filler, "cal", "", 1.0)])
             return prompts.choose_variants(question, [step] if evidence_words else [])[0].messages
 
-        await engine.choose(prompt(0), labels, deadline=far)  # warm-up
-        short, long = prompt(0), prompt(240)
-        a = await engine.choose(short, labels, deadline=far)
+        bare, long = prompt(0), prompt(240)
+        await engine.choose(bare, labels, deadline=far)  # warm-up
+        a = await engine.choose(bare, labels, deadline=far)
         b = await engine.choose(long, labels, deadline=far)
-        gen = await engine.generate(prompt(0), max_tokens=4, deadline=far)
+        gen = await engine.generate(bare, max_tokens=4, deadline=far)
         na, nb = a.prompt_tokens - a.cached_tokens, b.prompt_tokens - b.cached_tokens
         prefill = max(b.total_s - a.total_s, 0.0) / max(nb - na, 1)
         decode = (gen.total_s - gen.ttft_s) / max(gen.completion_tokens - 1, 1)
@@ -243,7 +243,7 @@ class ArgoPipeline:
             return keep
         if run.bare_synthesis_tokens is None:
             run.bare_synthesis_tokens = self.llm.prompt_tokens(self._synthesis_variants(run)[-1].messages)
-        out = 1 if run.question.options else MIN_ANSWER_TOKENS
+        out = self._synthesis_min_tokens(run)
         load = self.llm.num_unfinished_requests()
         left = run.budget.remaining() - keep
         for extra in (RESERVE_EVIDENCE_TOKENS, 0):
@@ -251,6 +251,27 @@ class ArgoPipeline:
             if cost <= left:
                 return keep + cost
         return keep
+
+    @staticmethod
+    def _synthesis_min_tokens(run: _Run) -> int:
+        return 1 if run.question.options else MIN_ANSWER_TOKENS
+
+    def _plan(
+        self,
+        run: _Run,
+        component: Component,
+        variants: Sequence[prompts.PromptVariant],
+        *,
+        min_tokens: int,
+        max_tokens: int,
+        keep: float,
+    ) -> LLMPlan | Fallback:
+        """The budget's plan for an LLM call of ``component``, or the no-time fallback with its figures."""
+        assert self.llm is not None
+        plan = run.budget.plan_llm(self.llm, variants, min_tokens=min_tokens, max_tokens=max_tokens, keep=keep)
+        if isinstance(plan, NoPlan):
+            return Fallback(component, Cause.NO_TIME, f"no time for the LLM ({plan.detail})")
+        return plan
 
     def _synthesis_variants(self, run: _Run) -> list[prompts.PromptVariant]:
         """The synthesis prompt at every evidence level, richest first; without evidence when no passage is
@@ -269,9 +290,10 @@ class ArgoPipeline:
             t0 = time.perf_counter()
             result: ComponentResult | None = None
             no_llm: Fallback | None = None
-            if run.use_llm and self.llm is not None:
-                plan = budget.plan_llm(
-                    self.llm,
+            if run.use_llm:
+                plan = self._plan(
+                    run,
+                    Component.DECOMPOSER,
                     [prompts.PromptVariant(self.decomposer.messages(run.question, run.steps))],
                     min_tokens=MIN_QUERY_TOKENS,
                     max_tokens=self.settings.max_tokens_decompose,
@@ -282,7 +304,7 @@ class ArgoPipeline:
                         run.question, run.steps, plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline
                     )
                 else:
-                    no_llm = Fallback(Component.DECOMPOSER, Cause.NO_TIME, f"no time for the LLM ({plan.detail})")
+                    no_llm = plan
             if result is None:
                 if not budget.fits("decompose.template", "retrieve", keep=keep):
                     run.fallback(
@@ -373,9 +395,10 @@ class ArgoPipeline:
             t0 = time.perf_counter()
             result: ComponentResult | None = None
             no_llm: Fallback | None = None
-            if run.use_llm and self.llm is not None:
-                plan = budget.plan_llm(
-                    self.llm,
+            if run.use_llm:
+                plan = self._plan(
+                    run,
+                    Component.REASONER,
                     prompts.reason_variants(run.question, run.steps),
                     min_tokens=MIN_NOTE_TOKENS,
                     max_tokens=self.settings.max_tokens_reason,
@@ -386,7 +409,7 @@ class ArgoPipeline:
                         run.question, run.steps, plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline
                     )
                 else:
-                    no_llm = Fallback(Component.REASONER, Cause.NO_TIME, f"no time for the LLM ({plan.detail})")
+                    no_llm = plan
             if result is None:
                 if not budget.fits("reason.template", keep=keep):
                     detail = "no time left (" + budget.shortfall("reason.template", keep=keep) + ")"
@@ -429,17 +452,17 @@ class ArgoPipeline:
 
     async def _synthesize_llm(self, run: _Run) -> ComponentResult | None:
         """The LLM's answer (or option) with as much evidence as the time left allows; None: use templates."""
-        assert self.llm is not None
         options = bool(run.question.options)
-        plan = run.budget.plan_llm(
-            self.llm,
+        plan = self._plan(
+            run,
+            Component.SYNTHESIZER,
             self._synthesis_variants(run),
-            min_tokens=1 if options else MIN_ANSWER_TOKENS,
+            min_tokens=self._synthesis_min_tokens(run),
             max_tokens=1 if options else self.settings.max_tokens_synthesize,
             keep=LEXICAL_RESERVE_S,
         )
-        if isinstance(plan, NoPlan):
-            run.fallback(Fallback(Component.SYNTHESIZER, Cause.NO_TIME, f"no time for the LLM ({plan.detail})"))
+        if isinstance(plan, Fallback):
+            run.fallback(plan)
             return None
         run.trimmed = plan.variant.trimmed
         if options:
@@ -457,25 +480,25 @@ class ArgoPipeline:
 
     async def _justify(self, run: _Run, plan: LLMPlan, result: ComponentResult) -> None:
         """A one-sentence reason for the chosen option, only when the time left allows one."""
-        assert self.llm is not None and result.choice is not None
+        assert result.choice is not None
         messages = plan.messages + [
             {"role": "assistant", "content": str(result.choice)},
             {"role": "user", "content": "In one sentence, why?"},
         ]
-        why = run.budget.plan_llm(
-            self.llm,
+        why = self._plan(
+            run,
+            Component.SYNTHESIZER,
             [prompts.PromptVariant(messages)],
             min_tokens=MIN_JUSTIFICATION_TOKENS,
             max_tokens=self.settings.max_tokens_synthesize,
             keep=LEXICAL_RESERVE_S,
         )
-        if isinstance(why, NoPlan):
-            return
+        if isinstance(why, Fallback):
+            return  # optional: no time for it is not a fallback
         reply = await self.synthesizer.answer(why.messages, max_tokens=why.max_tokens, deadline=why.deadline)
         if reply.text and reply.path is PathKind.LLM:
-            option = prompts.strip_option_number(run.question.options[result.choice - 1])
-            result.text = f"{result.choice}. {option} — {reply.text}"
-            result.usage = type(result.usage)(
+            result.text = f"{prompts.option_line(run.question, result.choice)} — {reply.text}"
+            result.usage = Usage(
                 result.usage.prompt_tokens + reply.usage.prompt_tokens,
                 result.usage.completion_tokens + reply.usage.completion_tokens,
                 result.usage.ttft_ms,
@@ -523,7 +546,7 @@ class ArgoPipeline:
             sources=sources,
             timings_ms=run.timings,
             synthesis_usage=result.usage,
-            model=self.model_name if PathKind.LLM in run.paths or run.use_llm else "",
+            model=self.model_name if run.use_llm else "",
             option_probabilities=result.probabilities,
             trimmed=run.trimmed,
             fallbacks=list(run.fallbacks),
