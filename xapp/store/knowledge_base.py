@@ -193,16 +193,6 @@ class KnowledgeBase:
         except Exception:
             return False
 
-    # ---- consistency hooks -------------------------------------------------------------------------------
-    def _on_chunks_changed(self, added: Sequence[Chunk] = (), removed_ids: Sequence[str] = ()) -> None:
-        """Called after every write this process makes to the chunk collection: ``added`` were just stored,
-        ``removed_ids`` just deleted. An index kept beside the vectors (lexical search) updates itself here.
-        Writes by other processes, and ``reset``, arrive through :meth:`_on_store_changed` instead."""
-
-    def _on_store_changed(self) -> None:
-        """Called after :meth:`refresh` (another process changed the store) and after :meth:`reset`: state
-        derived from the collection must be rebuilt from it."""
-
     # ---- seeing other processes' writes ---------------------------------------------------------------
     def _read_generation(self) -> str | None:
         try:
@@ -257,7 +247,6 @@ class KnowledgeBase:
         chunks, sources = self._open_collections(client)
         self._client, self._col, self._sources = client, chunks, sources
         self._generation = self._read_generation()
-        self._on_store_changed()
 
     # ---- reading ---------------------------------------------------------------------------------
     def query(self, text: str, k: int) -> list[Passage]:
@@ -413,7 +402,6 @@ class KnowledgeBase:
         for start in range(0, len(ids), _PAGE):
             page = list(ids[start : start + _PAGE])
             self._col.delete(ids=page)
-            self._on_chunks_changed(removed_ids=page)
 
     def _remove_source(self, source: str) -> int:
         ids = self._ids_of(source)
@@ -443,7 +431,6 @@ class KnowledgeBase:
                 self._client.delete_collection(name)
         self._col, self._sources = self._open_collections(self._client)
         self._bump_generation()
-        self._on_store_changed()
 
     def add_chunks(self, chunks: Sequence[Chunk], batch_size: int = BATCH_SIZE, progress: Any = None) -> int:
         """Embed and store the chunks not yet present; returns how many were added. Chunks already stored get
@@ -477,7 +464,6 @@ class KnowledgeBase:
                 metadatas=[c.metadata for c in fresh],
                 embeddings=vectors.tolist(),
             )
-            self._on_chunks_changed(added=fresh)
         return len(fresh)
 
     def ingest(
