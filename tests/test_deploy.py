@@ -166,6 +166,7 @@ def test_controls_schema_defaults_and_enums_match_the_code(controls_schema: dict
         {"top_k": 0}, {"top_k": 1}, {"max_steps": 0}, {"max_steps": 1},
         {"max_concurrency": 0}, {"max_concurrency": 1},
         {"log_format": "xml"}, {"log_format": "console"},
+        {"llm_url": "vllm:8000"}, {"llm_url": "http://vllm:8000"}, {"llm_url": ""},
         {"mdp": {"u_max": 0}}, {"mdp": {"u_max": 2.0}},
         {"mdp": {"p_success": 0}}, {"mdp": {"p_success": 1.01}}, {"mdp": {"p_success": 1}},
         {"mdp": {"gamma": 0}}, {"mdp": {"gamma": 1}}, {"mdp": {"gamma": 1.5}},

@@ -86,6 +86,10 @@ class Settings:
     max_model_len: int = 2048
     gpu_memory_utilization: float = 0.85
     llm: bool = True  # False: never load an engine; every step uses templates
+    # A vLLM OpenAI-compatible server (e.g. http://vllm:8000) instead of the in-process engine; empty: in-process
+    llm_url: str = ""
+    # The served model's tokenizer and chat template for llm_url (a folder or hub id); empty: the model setting
+    llm_tokenizer: str = ""
     max_tokens_decompose: int = 32
     max_tokens_reason: int = 64
     max_tokens_synthesize: int = 192  # an upper bound: the planner derives each call's cap from the time left
@@ -126,6 +130,8 @@ class Settings:
             raise ConfigError("max_steps must be >= 1")
         if self.max_concurrency < 1:
             raise ConfigError("max_concurrency must be >= 1")
+        if self.llm_url and not self.llm_url.startswith(("http://", "https://")):
+            raise ConfigError(f"llm_url must start with http:// or https://, got {self.llm_url!r}")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError(f"log_format must be auto, json or console, got {self.log_format!r}")
         self.mdp.validate()

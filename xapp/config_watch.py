@@ -72,6 +72,8 @@ RESTART_REQUIRED: frozenset[str] = frozenset(
         "max_model_len",
         "gpu_memory_utilization",
         "llm",
+        "llm_url",
+        "llm_tokenizer",
         "grpc_port",
         "http_port",
         "max_concurrency",
