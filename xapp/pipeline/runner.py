@@ -152,8 +152,8 @@ class ArgoPipeline:
         the 1.5B default): option choices on a short and a long prompt give the per-call overhead and the
         prefill time per token, a 4-token generation the decode time per token. The first call also warms
         the engine up. Every later call refines the model online."""
-        if self.engine is None:
-            return
+        if self.engine is None or not self.llm_running():
+            return  # a remote LLM server that does not answer yet: the priors stand until calls teach the model
         engine, far = self.engine, time.monotonic() + 120.0
         question = Question("Which interface connects the near-RT RIC to E2 nodes?", ("E2", "A1", "O1", "O2"))
         labels = prompts.option_labels(question)
@@ -183,10 +183,14 @@ class ArgoPipeline:
     def model_name(self) -> str:
         return getattr(self.engine, "model_name", "") if self.engine is not None else ""
 
+    def llm_running(self) -> bool:
+        """The engine is up: always for one in this process; a remote server's last health probe answered."""
+        return self.engine is not None and bool(getattr(self.engine, "is_running", True))
+
     def health(self) -> dict[str, bool]:
-        """Honest dependency state: the store answers, and the engine is loaded and not failing."""
+        """Honest dependency state: the store answers, and the engine is loaded, running and not failing."""
         store_ok = self.kb is not None and self.kb.ping() and self.store_error is None
-        llm_ok = not self.settings.llm or (self.llm is not None and self.llm_error is None)
+        llm_ok = not self.settings.llm or (self.llm_running() and self.llm_error is None)
         return {"store": store_ok, "llm": llm_ok}
 
     # ---- the whole loop ------------------------------------------------------------------------
@@ -200,9 +204,11 @@ class ArgoPipeline:
     ) -> Answer:
         name = strategy or self.settings.strategy
         strat = make_strategy(name, self.settings)
-        run = _Run(question, self.budget(deadline), use_llm=strat.uses_llm and self.llm is not None)
-        if strat.uses_llm and self.llm is None:
+        run = _Run(question, self.budget(deadline), use_llm=strat.uses_llm and self.llm_running())
+        if strat.uses_llm and not run.use_llm:
             detail = "LLM engine not loaded" if self.settings.llm else "LLM disabled by configuration"
+            if self.llm is not None:
+                detail = "LLM engine not running (its server does not answer)"
             run.fallback(Fallback(Component.SYNTHESIZER, Cause.NO_ENGINE, detail))
         mdp = self.settings.mdp
         while len(run.steps) < self.settings.max_steps:
@@ -560,7 +566,7 @@ class ArgoPipeline:
 
     # ---- the single-component RPCs ---------------------------------------------------------------
     async def decompose(self, question: Question, history: Sequence[Step], *, deadline: float) -> Step:
-        run = _Run(question, self.budget(deadline), use_llm=self.llm is not None, steps=list(history))
+        run = _Run(question, self.budget(deadline), use_llm=self.llm_running(), steps=list(history))
         sub = await self._decompose(run, LEXICAL_RESERVE_S)
         if sub is None:
             sub = self.decomposer.template(question, history)
@@ -598,7 +604,7 @@ class ArgoPipeline:
         )
 
     async def synthesize(self, question: Question, history: Sequence[Step], *, deadline: float) -> Answer:
-        run = _Run(question, self.budget(deadline), use_llm=self.llm is not None, steps=list(history))
+        run = _Run(question, self.budget(deadline), use_llm=self.llm_running(), steps=list(history))
         run.progress = max((s.progress_after for s in history), default=0.0)
         return await self._finish(run, "synthesize")
 
@@ -606,7 +612,7 @@ class ArgoPipeline:
 @contextlib.asynccontextmanager
 async def build_pipeline(settings: Settings, llm: LLM | None = None) -> AsyncIterator[ArgoPipeline]:
     """Open the knowledge base (ingesting the built-in one on first use) and, unless given or disabled,
-    start the vLLM engine; both are released on exit."""
+    start the vLLM engine, or with ``llm_url`` the client of a vLLM server; both are released on exit."""
     kb = KnowledgeBase.open(settings)
     kb.ensure_builtin()
     if llm is not None or not settings.llm:
@@ -615,9 +621,15 @@ async def build_pipeline(settings: Settings, llm: LLM | None = None) -> AsyncIte
         await pipeline.calibrate_llm()  # nothing to do without an engine
         yield pipeline
         return
-    from xapp.llm.engine import VLLMEngine
+    if settings.llm_url:
+        from xapp.llm.remote import RemoteLLM
 
-    async with VLLMEngine.start(settings) as engine:
+        engine_cm: contextlib.AbstractAsyncContextManager[LLM] = RemoteLLM.start(settings)
+    else:
+        from xapp.llm.engine import VLLMEngine
+
+        engine_cm = VLLMEngine.start(settings)
+    async with engine_cm as engine:
         pipeline = ArgoPipeline(settings, kb, engine)
         pipeline.calibrate()
         await pipeline.calibrate_llm()
