@@ -19,25 +19,20 @@ from xapp.config import STRATEGIES, Settings, load_settings
 from xapp.domain import Action
 from xapp.errors import ArgoError
 
-
-def _quiet_libraries() -> None:
-    """Model loaders print progress bars and hub warnings; a CLI answer should be the only output."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    warnings.filterwarnings("ignore")
+# Commands that show a progress bar of their own (ingestion); the others keep stderr for log lines.
+PROGRESS_COMMANDS = ("ingest", "quantize", "bench")
 
 
 def _configure_logging(command: str) -> None:
-    """Logs go to stderr (stdout carries the answer); a server logs INFO, one-shot commands only warnings.
-    Before vLLM or Chroma are imported, so their loggers are routed through the same handler."""
+    """Logs go to stderr (stdout carries the answer); a server logs INFO as JSON, one-shot commands only
+    warnings, in the console format. Before vLLM or Chroma are imported, so that their loggers (and those of
+    the processes vLLM starts) go through the same handler, and their noise is silenced at its source."""
     from xapp.telemetry.logging import configure_logging
 
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     level = os.environ.get("ARGO_LOG_LEVEL") or ("INFO" if command == "serve" else "WARNING")
-    configure_logging(level=level, log_format=os.environ.get("ARGO_LOG_FORMAT") or "auto")
+    log_format = os.environ.get("ARGO_LOG_FORMAT") or ("json" if command == "serve" else "console")
+    configure_logging(level=level, log_format=log_format, progress=command in PROGRESS_COMMANDS)
 
 
 # argo-xapp bench NAME → the module whose main(argv) runs it
@@ -324,7 +319,6 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _quiet_libraries()
     _configure_logging(args.command)
     try:
         return COMMANDS[args.command](args)

@@ -162,6 +162,7 @@ def engine_args(config: EngineConfig, model: ResolvedModel, *, is_cpu: bool) -> 
         dtype=config.dtype,
         disable_log_stats=True,
         download_dir=str(config.models_dir / "hub"),
+        use_tqdm_on_load=os.environ.get("TQDM_DISABLE", "") not in ("1", "true", "True"),
     )
     block_size = config.block_size or (CPU_BLOCK_SIZE if is_cpu else None)
     if block_size:

@@ -21,6 +21,7 @@ from opentelemetry import trace
 
 from xapp.config import Settings
 from xapp.errors import ConfigError
+from xapp.telemetry import library_output
 from xapp.telemetry.attrs import LOG_SPAN_ID, LOG_TRACE_ID
 
 # Libraries whose own loggers are routed through ours (they may have installed handlers of their own).
@@ -29,6 +30,9 @@ ROUTED_LOGGERS = ("vllm", "chromadb", "grpc", "opentelemetry", "aiohttp", "async
 QUIET_LOGGERS = ("httpx", "httpcore", "urllib3")
 
 _MARK = "_argo_xapp_handler"
+# What argo-xapp prepares on a first start (model conversion, knowledge-base ingestion) and how long it
+# takes: said even when the level is WARNING (``argo-xapp ask``), since the wait would otherwise be silent.
+NOTICE_LOGGER = "xapp.notice"
 
 
 def add_trace_context(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
@@ -68,11 +72,14 @@ def configure_logging(
     level: str | int | None = None,
     log_format: str | None = None,
     stream: IO[str] | None = None,
+    progress: bool = True,
 ) -> logging.Handler:
     """Configure structlog and the standard library's root logger; returns the handler it installed.
 
     ``level``/``log_format`` override the settings' ``log_level``/``log_format``; ``stream`` defaults to
-    stderr. Calling it again replaces the previous configuration (tests, a reload).
+    stderr. Calling it again replaces the previous configuration (tests, a reload). The libraries' own
+    output is silenced at its source (:mod:`xapp.telemetry.library_output`); ``progress=False`` also turns
+    their progress bars off.
     """
     settings = settings or Settings()
     lvl = parse_level(level if level is not None else settings.log_level)
@@ -111,6 +118,7 @@ def configure_logging(
 
     handler = logging.StreamHandler(out)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final))
+    handler.addFilter(library_output.LibraryFilter())
     setattr(handler, _MARK, True)
 
     root = logging.getLogger()
@@ -119,14 +127,48 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(lvl)
 
-    # vLLM installs its own handler on "vllm" (propagate=False) when imported, unless told not to.
-    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     for name in ROUTED_LOGGERS:
         route_logger(name)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
+    # vLLM configures its logger when imported, here and in its worker process: through our handler.
+    library_output.quiet_libraries(lvl, console=console, progress=progress)
+    _set_notice_level(lvl)
     logging.captureWarnings(True)
     return handler
+
+
+def _set_notice_level(lvl: int) -> None:
+    logging.getLogger(NOTICE_LOGGER).setLevel(logging.INFO if lvl <= logging.WARNING else lvl)
+
+
+def notice(event: str, **fields: Any) -> None:
+    """Say what a first start prepares and for how long (shown at the WARNING level too)."""
+    structlog.stdlib.get_logger(NOTICE_LOGGER).info(event, **fields)
+
+
+class _ToRootHandlers(logging.Handler):
+    """Hands a record to the root logger's handlers (a logger that does not propagate, like vLLM's)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for handler in logging.getLogger().handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+
+
+def library_handler() -> logging.Handler:
+    """The handler of vLLM's dictConfig (:func:`xapp.telemetry.library_output.vllm_logging_config`).
+
+    In a process whose logging is not configured yet — vLLM's worker process, which imports vLLM before
+    anything else — it configures ours first, with the parent's level and format (from the environment).
+    """
+    if not any(getattr(h, _MARK, False) for h in logging.getLogger().handlers):
+        configure_logging(
+            level=os.environ.get(library_output.CHILD_LEVEL_ENV) or "WARNING",
+            log_format=os.environ.get(library_output.CHILD_FORMAT_ENV) or "json",
+            progress=os.environ.get("TQDM_DISABLE") != "1",
+        )
+    return _ToRootHandlers()
 
 
 def set_log_level(level: str | int) -> int:
@@ -138,6 +180,8 @@ def set_log_level(level: str | int) -> int:
     logging.getLogger().setLevel(lvl)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
+    library_output.set_library_levels(lvl)
+    _set_notice_level(lvl)
     return lvl
 
 
