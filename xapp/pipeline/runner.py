@@ -116,6 +116,7 @@ class ArgoPipeline:
         self.estimator = estimator or LatencyEstimator.for_settings(settings)
         self.store_error: str | None = None  # last store failure, cleared by the next success
         self.llm_error: str | None = None
+        self._llm_was_running = True
         self.update_settings(settings)
 
     def update_settings(self, settings: Settings) -> None:
@@ -190,7 +191,11 @@ class ArgoPipeline:
     def health(self) -> dict[str, bool]:
         """Honest dependency state: the store answers, and the engine is loaded, running and not failing."""
         store_ok = self.kb is not None and self.kb.ping() and self.store_error is None
-        llm_ok = not self.settings.llm or (self.llm_running() and self.llm_error is None)
+        running = self.llm_running()
+        if running and not self._llm_was_running:
+            self.llm_error = None  # a remote server that answers its probes again: the failure is over
+        self._llm_was_running = running
+        llm_ok = not self.settings.llm or (running and self.llm_error is None)
         return {"store": store_ok, "llm": llm_ok}
 
     # ---- the whole loop ------------------------------------------------------------------------
