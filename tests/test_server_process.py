@@ -5,6 +5,7 @@ conftest.py) and the shipped knowledge base into a fresh data directory, exactly
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -41,15 +42,14 @@ def server_process(tmp_path: Path, tiny_w8a8_dir: Path) -> Iterator[tuple[subpro
         "ARGO_MODEL": str(tiny_w8a8_dir),
         "ARGO_KV_CACHE_GIB": "0.25",
         "ARGO_GRACE_PERIOD_S": "5",
-        "ARGO_LOG_FORMAT": "json",
         "OTEL_SDK_DISABLED": "true",
     }
-    with log_path.open("w") as log:
+    with log_path.open("w") as log, (tmp_path / "server.stdout").open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "xapp", "serve", "--grpc-port", str(port), "--http-port", "0"],
             env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=out,
+            stderr=log,
             text=True,
         )
     try:
@@ -110,6 +110,23 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(
     assert result["reply"].path in (pb.PATH_LLM, pb.PATH_TEMPLATE, pb.PATH_MIXED)
     assert stopped_in < 5 + 2, "drained within the grace period"
     assert "Traceback" not in text, text[-4000:]
+    # Everything the server and the libraries it runs (vLLM and its worker process, torch, Chroma) wrote,
+    # from start-up to the exit: JSON lines only (no ARGO_LOG_FORMAT set: serve logs JSON by default).
+    lines = [json.loads(line) for line in text.splitlines()]  # raises on the first line that is not JSON
+    assert (log.parent / "server.stdout").read_text() == ""
+    assert all({"event", "level", "logger", "timestamp"} <= set(line) for line in lines), lines
+    events = [line["event"] for line in lines]
+    assert "listening" in events and "serving" in events and "stopping" in events and "stopped" in events
+    answered = [line for line in lines if line["event"] == "answered" and line["rpc"] == "Answer"]
+    assert len(answered) == 2, events
+    for line in answered:
+        assert line["code"] == "OK" and line["path"] in ("llm", "template", "mixed")
+        assert line["strategy"] in ("mdp", "always-reason") and isinstance(line["fallbacks"], list)
+        assert line["deadline_ms"] > 0 and line["elapsed_ms"] > 0
+        assert "trace_id" not in line  # OTEL_SDK_DISABLED: no spans, no ids
+    assert not [line for line in lines if line["logger"].startswith("xapp.server.rpc") and line["rpc"] == "Check"]
+    stopping = next(line for line in lines if line["event"] == "stopping")
+    assert {"in_flight", "waiting", "grace_s"} <= set(stopping)
     # After the stop nothing listens any more.
     with SyncArgoClient(target) as after, pytest.raises(grpc.RpcError) as info:
         after.health(timeout=1)

@@ -419,7 +419,7 @@ def test_interceptor_opens_server_span_in_callers_trace_with_metrics_and_log_con
     assert sample("argo_xapp_rpc_requests_total", {"rpc": "Say", "code": "INVALID_ARGUMENT"}) == 1
     assert sample("argo_xapp_rpc_requests_total", {"rpc": "Say", "code": "UNKNOWN"}) == 1
     assert sample("argo_xapp_rpc_requests_total", {"rpc": "Steps", "code": "OK"}) == 1
-    assert sample("argo_xapp_rpc_requests_total", {"rpc": "Check", "code": "OK"}) == 1
+    assert sample("argo_xapp_rpc_requests_total", {"rpc": "Check", "code": "OK"}) is None  # probes: not counted
     assert sample("argo_xapp_rpc_latency_seconds_count", {"rpc": "Say", "code": "OK"}) == 1
     assert sample("argo_xapp_rpc_in_flight", {"rpc": "Say"}) == 0
 
@@ -432,6 +432,20 @@ def test_interceptor_opens_server_span_in_callers_trace_with_metrics_and_log_con
     assert ok_line["trace_id"] == CALLER_TRACE
     assert ok_line["span_id"] == format(policy.context.span_id, "016x")
     assert ok_line["rpc"] == "Say" and ok_line["level"] == "info" and ok_line["logger"] == "xapp.test"
+
+    # One line per RPC, its values as fields, inside the server span; none for the health check.
+    rpc_lines = [line for line in json_lines(log_stream) if line.get("logger") == "xapp.server.rpc"]
+    assert sorted((line["event"], line["rpc"], line["code"]) for line in rpc_lines) == [
+        ("answered", "Say", "OK"),
+        ("answered", "Steps", "OK"),
+        ("failed", "Say", "UNKNOWN"),
+        ("refused", "Say", "INVALID_ARGUMENT"),
+    ]
+    answered = next(line for line in rpc_lines if line["rpc"] == "Say" and line["code"] == "OK")
+    assert answered["trace_id"] == CALLER_TRACE and isinstance(answered["elapsed_ms"], float)
+    say_span = next(s for s in servers if s.name.endswith("Say") and s.attributes[attrs.RPC_GRPC_STATUS_CODE] == 0)
+    assert answered["span_id"] == format(say_span.context.span_id, "016x")
+    assert next(line for line in rpc_lines if line["code"] == "UNKNOWN")["level"] == "error"
 
 
 # --------------------------------------------------------------------------------------------------

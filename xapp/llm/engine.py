@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import math
 import os
 import shutil
@@ -34,8 +33,9 @@ from xapp.config import Settings
 from xapp.errors import EngineUnavailable
 from xapp.llm.base import LLM, Choice, Generation, Message
 from xapp.llm.models import ResolvedModel, resolve_model
+from xapp.telemetry.logging import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 GIB = 1 << 30
 
@@ -125,9 +125,9 @@ def configure_environment(config: EngineConfig, *, is_cpu: bool) -> tuple[Path, 
             spawn_env["OMP_WAIT_POLICY"] = "PASSIVE"
     if is_cpu and os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         log.warning(
-            "VLLM_CPU_KVCACHE_SPACE=%s is set and overrides kv_cache_gib=%s",
-            os.environ["VLLM_CPU_KVCACHE_SPACE"],
-            config.kv_cache_gib,
+            "VLLM_CPU_KVCACHE_SPACE is set and overrides kv_cache_gib",
+            VLLM_CPU_KVCACHE_SPACE=os.environ["VLLM_CPU_KVCACHE_SPACE"],
+            kv_cache_gib=config.kv_cache_gib,
         )
     return rpc_dir, spawn_env
 
@@ -247,13 +247,14 @@ class VLLMEngine:
             raise EngineUnavailable(f"vLLM could not load model {model.path!r}: {exc}") from exc
         engine = cls(async_llm, model, config)
         log.info(
-            "vLLM engine up in %.1f s: model=%s quantization=%s device=%s in_process=%s %s",
-            time.monotonic() - started,
-            model.path,
-            engine.quantization,
-            "cpu" if is_cpu else current_platform.device_name,
-            os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0",
-            spawn_env,
+            "vLLM engine up",
+            seconds=round(time.monotonic() - started, 1),
+            model=model.name,
+            model_path=model.path,
+            quantization=engine.quantization,
+            device="cpu" if is_cpu else current_platform.device_name,
+            in_process=os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0",
+            **spawn_env,
         )
         try:
             yield engine

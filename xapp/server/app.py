@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -27,8 +26,9 @@ from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp.config import Settings
 from xapp.server.health import SERVICE, HealthMonitor
 from xapp.server.service import ArgoServicer, Pipeline, add_to_server, in_flight
+from xapp.telemetry.logging import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["ArgoService"].full_name,
@@ -82,18 +82,18 @@ class ArgoServer:
         await self.server.start()
         if self.settings.grace_period_s * 1000 < self.settings.max_deadline_ms:
             log.warning(
-                "grace_period_s=%.1f < max_deadline_ms=%d: a SIGTERM may cancel requests in flight",
-                self.settings.grace_period_s,
-                self.settings.max_deadline_ms,
+                "grace period shorter than the longest deadline: a SIGTERM may cancel requests in flight",
+                grace_period_s=self.settings.grace_period_s,
+                max_deadline_ms=self.settings.max_deadline_ms,
             )
-        log.info("gRPC listening on %s:%d (NOT_SERVING until the pipeline is loaded)", host, self.port)
+        log.info("listening", host=host, grpc_port=self.port, serving=False)
         return self.port
 
     async def attach(self, pipeline: Pipeline) -> None:
         self.servicer.attach(pipeline)
         await self.health.attach(pipeline.health)
         self.serving = True
-        log.info("SERVING argo.v1.ArgoService on port %d", self.port)
+        log.info("serving", service=SERVICE, grpc_port=self.port)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Graceful stop: NOT_SERVING, refuse new calls, wait up to the grace period for in-flight ones."""
@@ -103,9 +103,9 @@ class ArgoServer:
         self.serving = False
         grace = self.settings.grace_period_s if grace_s is None else grace_s
         await self.health.shutting_down()
-        log.info("stopping: %s, grace %.1f s", in_flight(self.servicer), grace)
+        log.info("stopping", grace_s=grace, **in_flight(self.servicer))
         await self.server.stop(grace)
-        log.info("gRPC server stopped")
+        log.info("stopped")
 
 
 def flush_telemetry(timeout_s: float = 5.0) -> None:
@@ -191,6 +191,7 @@ async def serve_async(
                 await stop.wait()
             # Drain while the pipeline (and engine) are still up; the exit stack closes them afterwards.
             await server.stop()
+            log.info("closing the pipeline")
     finally:
         await server.stop(0)  # no-op after a graceful stop; closes the port after an error
         for sig in installed:
@@ -202,6 +203,7 @@ async def serve_async(
             except Exception:
                 log.exception("telemetry shutdown failed")
         flush_telemetry()
+        log.info("exiting", status=status)
     return status
 
 

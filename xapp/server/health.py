@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Mapping
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
+
+from xapp.telemetry.logging import get_logger
 
 SERVICE = "argo.v1.ArgoService"
 DEPENDENCY_SERVICES = {"store": "argo.v1.store", "llm": "argo.v1.llm"}
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class HealthMonitor:
@@ -75,7 +76,7 @@ class HealthMonitor:
                 continue
             ok = state.get(dep, False)
             if self.last.get(dep) != ok:
-                log.info("dependency %s is %s", dep, "SERVING" if ok else "NOT_SERVING")
+                log.info("dependency serving" if ok else "dependency not serving", dependency=dep)
             await self.servicer.set(service, SERVING if ok else NOT_SERVING)
         self.last = state
         return state

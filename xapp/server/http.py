@@ -12,7 +12,6 @@ extension hook (``serve_async(..., extensions=[http_extension(settings)])``).
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
@@ -20,9 +19,10 @@ from typing import Any
 from aiohttp import web
 
 from xapp.config import Settings
+from xapp.telemetry.logging import get_logger
 from xapp.telemetry.metrics import CONTENT_TYPE, Metrics, default_metrics
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 ALIVE_PATH = "/ric/v1/health/alive"
 READY_PATH = "/ric/v1/health/ready"
@@ -97,7 +97,7 @@ class HttpEndpoints:
             if isinstance(addr, tuple) and len(addr) >= 2:
                 self.port = int(addr[1])
                 break
-        log.info("HTTP endpoints on %s:%d (%s, %s, %s)", self.host, self.port, ALIVE_PATH, READY_PATH, METRICS_PATH)
+        log.info("http listening", host=self.host, http_port=self.port, paths=[ALIVE_PATH, READY_PATH, METRICS_PATH])
         return self.port
 
     async def stop(self) -> None:

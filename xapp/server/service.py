@@ -14,7 +14,6 @@ engine aborts the generation — and maps failures to status codes:
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -32,10 +31,11 @@ from xapp.pipeline.budget import request_deadline
 from xapp.server import convert, validation
 from xapp.server.admission import Admission, Overloaded
 from xapp.server.health import HealthMonitor
+from xapp.telemetry.logging import get_logger
 from xapp.telemetry.metrics import Metrics, default_metrics
 from xapp.telemetry.tracing import annotate_answer
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 T = TypeVar("T")
 
 
@@ -162,12 +162,12 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         if isinstance(exc, InvalidRequest):
             await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if isinstance(exc, StoreUnavailable | EngineUnavailable):
-            log.warning("%s: no path could answer: %s", rpc, exc)
+            log.warning("no path could answer", rpc=rpc, error=str(exc))
             await self._abort(context, grpc.StatusCode.UNAVAILABLE, f"{type(exc).__name__}: {exc}")
         if isinstance(exc, PipelineOverran):
-            log.error("%s: %s", rpc, exc)
+            log.error("the pipeline overran its deadline", rpc=rpc)
             await self._abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
-        log.error("%s failed", rpc, exc_info=exc)
+        log.error("unexpected error", rpc=rpc, exc_info=exc)
         await self._abort(context, grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
     @staticmethod
@@ -175,9 +175,9 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         # gRPC cancels the handler when the caller cancels or its deadline passes; the work is aborted.
         late_ms = (time.monotonic() - deadline) * 1000.0
         if late_ms > 0:
-            log.warning("%s: the caller's deadline passed %.0f ms after ours; work aborted", rpc, late_ms)
+            log.warning("the caller's deadline passed after ours; work aborted", rpc=rpc, late_ms=round(late_ms))
         else:
-            log.info("%s: cancelled by the caller %.0f ms before the deadline; work aborted", rpc, -late_ms)
+            log.info("cancelled by the caller; work aborted", rpc=rpc, before_deadline_ms=round(-late_ms))
 
     def _refresh_health(self) -> None:
         if self.health is not None:

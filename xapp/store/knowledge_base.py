@@ -600,4 +600,15 @@ class KnowledgeBase:
         }
         if {s: r.sha256 for s, r in records.items() if r.complete} == expected:
             return None
-        return self.ingest(BUILTIN_KB_DIR, library=BUILTIN_LIBRARY, default_excludes=False, show_progress=show_progress)
+        from xapp.telemetry.logging import notice
+
+        started = time.monotonic()
+        notice(
+            "preparing the built-in knowledge base (once per data directory; about half a minute on 2 cores)",
+            files=len(expected),
+        )
+        report = self.ingest(
+            BUILTIN_KB_DIR, library=BUILTIN_LIBRARY, default_excludes=False, show_progress=show_progress
+        )
+        notice("built-in knowledge base ready", chunks=self.count(), seconds=round(time.monotonic() - started, 1))
+        return report

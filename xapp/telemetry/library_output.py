@@ -25,7 +25,16 @@ import warnings
 from pathlib import Path
 
 # Loggers of libraries whose warnings say nothing to an operator: ERROR and above only, unless DEBUG.
-LIBRARY_LOGGERS = ("vllm", "torch", "transformers", "huggingface_hub", "accelerate", "bm25s", "filelock")
+LIBRARY_LOGGERS = (
+    "vllm",
+    "torch",
+    "transformers",
+    "sentence_transformers",
+    "huggingface_hub",
+    "accelerate",
+    "bm25s",
+    "filelock",
+)
 # Written to a child's environment so that its logging follows the parent's (the vLLM worker process).
 CHILD_LEVEL_ENV = "ARGO_CHILD_LOG_LEVEL"
 CHILD_FORMAT_ENV = "ARGO_CHILD_LOG_FORMAT"

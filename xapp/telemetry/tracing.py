@@ -16,6 +16,7 @@ on SIGTERM, before the process exits, or the last requests' spans are lost.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import os
@@ -41,6 +42,8 @@ from xapp.errors import ConfigError
 from xapp.telemetry import attrs
 
 log = logging.getLogger(__name__)
+# The one line per RPC (``"event": "answered"``) is written by the interceptor under this logger name.
+RPC_LOGGER = "xapp.server.rpc"
 
 DEFAULT_SERVICE_NAME = "argo-xapp"
 # Health probes (kubelet, RIC) and reflection would drown the traces of real requests.
@@ -320,8 +323,17 @@ def annotate_answer(answer: Any, span: trace.Span | None = None) -> None:
     """Put an Answer's outcome on ``span`` (default: the current span, i.e. the RPC's SERVER span inside a
     handler): strategy, path, fallback reason, deadline, elapsed, miss, steps, tokens, model.
 
-    Called by the service with every reply, so a trace shows at its root what the reply said.
+    Called by the service with every reply, so a trace shows at its root what the reply said; the same
+    outcome goes into the RPC's log line (:func:`note_rpc`).
     """
+    note_rpc(
+        strategy=answer.strategy,
+        path=answer.path.value,
+        deadline_ms=round(float(answer.deadline_ms)),
+        answer_ms=round(float(answer.elapsed_ms), 1),
+        fallbacks=[f"{f.component.value}:{f.cause.value}" for f in answer.fallbacks],
+        model=answer.model or None,
+    )
     span = span or trace.get_current_span()
     if not span.is_recording():
         return
@@ -342,6 +354,50 @@ def annotate_answer(answer: Any, span: trace.Span | None = None) -> None:
     if answer.model:
         values[attrs.GEN_AI_REQUEST_MODEL] = answer.model
     span.set_attributes(values)
+
+
+# --------------------------------------------------------------------------------------------------
+# The RPC's log line
+
+_RPC_FIELDS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("argo_rpc_fields", default=None)
+
+
+def note_rpc(**fields: Any) -> None:
+    """Add fields to the log line the interceptor writes when the current RPC ends (no-op outside one)."""
+    current = _RPC_FIELDS.get()
+    if current is not None:
+        current.update({k: v for k, v in fields.items() if v is not None})
+
+
+# Codes that are the caller's doing (or its choice), logged at INFO; the others point at the server.
+_CALLER_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    }
+)
+
+
+def _log_rpc(method: str, code: grpc.StatusCode, elapsed_s: float, context: Any, fields: dict[str, Any]) -> None:
+    import structlog
+
+    logger = structlog.stdlib.get_logger(RPC_LOGGER)
+    values: dict[str, Any] = {"rpc": method, "code": code.name, "elapsed_ms": round(elapsed_s * 1000.0, 1), **fields}
+    if code is grpc.StatusCode.OK:
+        logger.info("answered", **values)
+        return
+    values["details"] = _details(context)
+    if code in _CALLER_CODES:
+        logger.info("refused" if code is not grpc.StatusCode.CANCELLED else "cancelled", **values)
+    elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        logger.warning("overloaded", **values)
+    else:
+        logger.error("failed", **values)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -410,9 +466,13 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     Per RPC it (1) extracts the caller's W3C context from the metadata and opens a SERVER span named
     ``<service>/<method>`` with rpc.system/service/method and rpc.grpc.status_code, (2) counts the
     request, its latency and the in-flight gauge in ``metrics`` (labels: rpc method and status code),
-    (3) binds ``rpc`` into structlog's context variables so every log line of the request names it.
+    (3) binds ``rpc`` into structlog's context variables so every log line of the request names it, and
+    (4) writes one log line when it ends (``answered``, ``refused``, ``overloaded``, ``failed``) with the rpc,
+    status code, elapsed ms and what the handler noted (:func:`note_rpc`: strategy, path, deadline, fallbacks,
+    model), inside the span so that it carries ``trace_id``/``span_id``.
     The span is current while the handler runs, so the pipeline's spans become its children.
-    Health and reflection are not traced (``untraced_services``) but still counted.
+    Health and reflection (``untraced_services``) are neither traced, counted nor logged: the kubelet probes
+    every few seconds.
     """
 
     def __init__(
@@ -467,20 +527,21 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
     # -- span and metrics bookkeeping shared by the wrappers --------------------------------------
 
     def _start(self, context: Any, service: str, method: str, traced: bool) -> _RpcScope:
-        span: trace.Span = trace.INVALID_SPAN
-        if traced:
-            span = self._tracer.start_span(
-                f"{service}/{method}",
-                context=span_from_grpc_metadata(context),
-                kind=SpanKind.SERVER,
-                attributes={attrs.RPC_SYSTEM: "grpc", attrs.RPC_SERVICE: service, attrs.RPC_METHOD: method},
-            )
+        if not traced:
+            return _RpcScope(None, trace.INVALID_SPAN, method)
+        span = self._tracer.start_span(
+            f"{service}/{method}",
+            context=span_from_grpc_metadata(context),
+            kind=SpanKind.SERVER,
+            attributes={attrs.RPC_SYSTEM: "grpc", attrs.RPC_SERVICE: service, attrs.RPC_METHOD: method},
+        )
         return _RpcScope(self._metrics, span, method)
 
     def _wrap_unary(self, behavior: Callable[..., Any], service: str, method: str, traced: bool) -> Any:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             scope = self._start(context, service, method, traced)
             token = otel_context.attach(trace.set_span_in_context(scope.span))
+            fields_token = _RPC_FIELDS.set(scope.fields)
             try:
                 with _bound_log_context(method):
                     response = await behavior(request, context)
@@ -491,6 +552,7 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                 scope.finish(context, None)
                 return response
             finally:
+                _RPC_FIELDS.reset(fields_token)
                 otel_context.detach(token)
 
         return wrapper
@@ -506,20 +568,30 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
                     while True:
                         # Attach only around each step: a context token must not live across a yield.
                         token = otel_context.attach(span_ctx)
+                        fields_token = _RPC_FIELDS.set(scope.fields)
                         try:
                             with _bound_log_context(method):
                                 item = await agen.__anext__()
                         except StopAsyncIteration:
                             break
                         finally:
+                            _RPC_FIELDS.reset(fields_token)
                             otel_context.detach(token)
                         scope.messages += 1
                         yield item
                 except BaseException as exc:
-                    scope.finish(context, exc)
+                    token = otel_context.attach(span_ctx)
+                    try:
+                        scope.finish(context, exc)
+                    finally:
+                        otel_context.detach(token)
                     await agen.aclose()
                     raise
-                scope.finish(context, None)
+                token = otel_context.attach(span_ctx)
+                try:
+                    scope.finish(context, None)
+                finally:
+                    otel_context.detach(token)
 
             return gen_wrapper
         # A handler that writes with context.write() and returns: same as unary.
@@ -527,7 +599,9 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
 
 
 class _RpcScope:
-    __slots__ = ("_metrics", "span", "method", "start", "messages", "_done")
+    """One RPC's bookkeeping; ``metrics`` None: an untraced service (health, reflection), nothing recorded."""
+
+    __slots__ = ("_metrics", "span", "method", "start", "messages", "_done", "fields")
 
     def __init__(self, metrics: Any, span: trace.Span, method: str) -> None:
         self._metrics = metrics
@@ -536,15 +610,19 @@ class _RpcScope:
         self.start = time.perf_counter()
         self.messages = 0
         self._done = False
-        metrics.rpc_started(method)
+        self.fields: dict[str, Any] | None = None
+        if metrics is not None:
+            metrics.rpc_started(method)
+            self.fields = {}
 
     def finish(self, context: Any, exc: BaseException | None) -> None:
-        if self._done:
+        if self._done or self._metrics is None:
             return
         self._done = True
         code = _status_code(context, exc)
         elapsed = time.perf_counter() - self.start
         self._metrics.rpc_finished(self.method, code.name, elapsed)
+        _log_rpc(self.method, code, elapsed, context, self.fields or {})
         span = self.span
         if span.is_recording():
             span.set_attribute(attrs.RPC_GRPC_STATUS_CODE, code.value[0])
