@@ -156,7 +156,7 @@ def test_answer_with_traceparent_yields_component_spans_in_callers_trace_templat
 
 _KEYS = [
     ("argo_xapp_rpc_requests_total", (("code", "OK"), ("rpc", "Answer"))),
-    ("argo_xapp_answers_total", (("path", "template"), ("rpc", "Answer"))),
+    ("argo_xapp_answers_total", (("path", "template"), ("rpc", "Answer"), ("strategy", "always-retrieve"))),
     ("argo_xapp_component_latency_seconds_count", (("component", "synthesizer"),)),
 ]
 

@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from otlp_receiver import OtlpReceiver, ancestors
 
+import xapp
 from xapp.config import Settings
 from xapp.domain import Action, Answer, Cause, Component, Fallback, PathKind, Step, Usage
 from xapp.errors import ConfigError
@@ -524,19 +525,47 @@ def test_log_format_and_level_settings() -> None:
 # Metrics
 
 
+def test_build_info_and_engine_statistics() -> None:
+    from xapp.llm.engine import EngineStats
+
+    class Engine:
+        model_name = "Qwen2.5-Coder-1.5B-Instruct"
+        quantization = "compressed-tensors"
+        stats = EngineStats(requests=3, running=1, waiting=2, kv_cache_usage=0.25, prompt_tokens=90)
+
+    metrics = Metrics()
+    sample = metrics.registry.get_sample_value
+    assert sample("argo_xapp_build_info", {"version": xapp.__version__, "model": "", "quantization": ""}) == 1
+    assert sample("argo_xapp_llm_engine_running_requests") == 0  # no engine: zeros, not gaps
+    metrics.watch_engine(Engine())
+    labels = {"version": xapp.__version__, "model": "Qwen2.5-Coder-1.5B-Instruct", "quantization": "compressed-tensors"}
+    assert sample("argo_xapp_build_info", labels) == 1
+    assert sample("argo_xapp_llm_engine_running_requests") == 1
+    assert sample("argo_xapp_llm_engine_waiting_requests") == 2
+    assert sample("argo_xapp_llm_engine_kv_cache_usage_ratio") == 0.25
+    assert sample("argo_xapp_llm_engine_requests_total") == 3
+    assert sample("argo_xapp_llm_engine_prompt_tokens_total") == 90
+    Engine.stats.running = 0  # read at each scrape
+    assert sample("argo_xapp_llm_engine_running_requests") == 0
+
+
 def test_record_answer_updates_every_metric() -> None:
     metrics = Metrics()
     sample = metrics.registry.get_sample_value
+    # Zero from the start: a dashboard's rates are 0, not "no data", before the first miss or fallback.
+    assert sample("argo_xapp_deadline_misses_total", {"rpc": "Answer", "strategy": "mdp"}) == 0
+    assert sample("argo_xapp_fallbacks_total", {"component": "synthesizer", "cause": "no_time"}) == 0
+    assert "_created" not in metrics.render().decode()
     metrics.record_answer(make_answer(), rpc="Answer")
-    assert sample("argo_xapp_answers_total", {"rpc": "Answer", "path": "mixed"}) == 1
-    assert sample("argo_xapp_deadline_misses_total", {"rpc": "Answer"}) is None
+    assert sample("argo_xapp_answers_total", {"rpc": "Answer", "path": "mixed", "strategy": "mdp"}) == 1
+    assert sample("argo_xapp_deadline_misses_total", {"rpc": "Answer", "strategy": "mdp"}) == 0
     assert sample("argo_xapp_llm_tokens_total", {"type": "prompt"}) == 320
     assert sample("argo_xapp_llm_tokens_total", {"type": "completion"}) == 40
     assert sample("argo_xapp_llm_time_to_first_token_seconds_count") == 2
     assert sample("argo_xapp_component_latency_seconds_count", {"component": "reason"}) == 1
     assert sample("argo_xapp_component_latency_seconds_sum", {"component": "reason"}) == pytest.approx(0.08)
     assert sample("argo_xapp_steps_total", {"action": "retrieve", "path": "template"}) == 1
-    assert sample("argo_xapp_answer_latency_seconds_count", {"path": "mixed"}) == 1
+    assert sample("argo_xapp_answer_latency_seconds_count", {"path": "mixed", "strategy": "mdp"}) == 1
 
     late = make_answer(
         path=PathKind.TEMPLATE,
@@ -550,11 +579,11 @@ def test_record_answer_updates_every_metric() -> None:
         ],
     )
     metrics.record_answer(late, rpc="AnswerStream")
-    assert sample("argo_xapp_deadline_misses_total", {"rpc": "AnswerStream"}) == 1
+    assert sample("argo_xapp_deadline_misses_total", {"rpc": "AnswerStream", "strategy": "mdp"}) == 1
     assert sample("argo_xapp_fallbacks_total", {"component": "synthesizer", "cause": "aborted"}) == 1
     assert sample("argo_xapp_fallbacks_total", {"component": "retriever", "cause": "store_error"}) == 1
     assert sample("argo_xapp_llm_aborted_generations_total") == 1
-    assert sample("argo_xapp_answers_total", {"rpc": "AnswerStream", "path": "template"}) == 1
+    assert sample("argo_xapp_answers_total", {"rpc": "AnswerStream", "path": "template", "strategy": "mdp"}) == 1
     assert sample("argo_xapp_component_latency_seconds_count", {"component": "reason"}) == 2
 
 
@@ -627,9 +656,9 @@ def test_http_endpoints_alive_ready_and_metrics() -> None:
     assert out["missing"][0] == 404
     status, before, ctype = out["metrics_before"]
     assert status == 200 and ctype.startswith("text/plain") and "version=0.0.4" in ctype
-    assert 'argo_xapp_answers_total{path="template",rpc="Answer"}' not in before
+    assert 'argo_xapp_answers_total{path="template",rpc="Answer",strategy="mdp"}' not in before
     after = out["metrics_after"][1]
-    assert 'argo_xapp_answers_total{path="template",rpc="Answer"} 1.0' in after
+    assert 'argo_xapp_answers_total{path="template",rpc="Answer",strategy="mdp"} 1.0' in after
     assert "argo_xapp_rpc_latency_seconds" in after and 'argo_xapp_llm_tokens_total{type="prompt"} 320.0' in after
 
 

@@ -160,7 +160,9 @@ def engine_args(config: EngineConfig, model: ResolvedModel, *, is_cpu: bool) -> 
         enforce_eager=True,  # compiling cost 90-130 s per start on CPU and gained nothing measurable
         seed=config.seed,
         dtype=config.dtype,
-        disable_log_stats=True,
+        # The scheduler's stats feed argo_xapp_llm_engine_* (see _stats_loggers); vLLM's periodic stats log
+        # line is off because the vllm logger stays at ERROR.
+        disable_log_stats=False,
         download_dir=str(config.models_dir / "hub"),
         use_tqdm_on_load=os.environ.get("TQDM_DISABLE", "") not in ("1", "true", "True"),
     )
@@ -176,13 +178,61 @@ def engine_args(config: EngineConfig, model: ResolvedModel, *, is_cpu: bool) -> 
 
 @dataclass
 class EngineStats:
-    """Running totals since the engine started (for metrics and benches)."""
+    """Running totals since the engine started, and the scheduler's last state (for metrics and benches).
+
+    The totals are counted per request here; ``running``, ``waiting`` and ``kv_cache_usage`` come from vLLM's
+    scheduler after each engine step (its stats, handed to :func:`_stats_logger`)."""
 
     requests: int = 0
     aborted: int = 0  # deadline or cancellation
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0  # prompt tokens served from the prefix cache
     completion_tokens: int = 0
+    running: int = 0  # requests the scheduler runs now
+    waiting: int = 0  # requests queued in the scheduler
+    kv_cache_usage: float = 0.0  # share of the KV cache in use, 0-1
+
+
+def _stats_loggers(stats: EngineStats) -> list[Any]:
+    """vLLM stat-logger factories: ours, which copies the scheduler's state into ``stats`` after each step
+    (three assignments), and one that stands in for vLLM's Prometheus logger, which would otherwise fill
+    prometheus_client's global registry with series nobody scrapes (argo-xapp serves its own registry)."""
+    from vllm.v1.metrics.loggers import PrometheusStatLogger, StatLoggerBase
+
+    class SchedulerState(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            pass
+
+        def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
+                   engine_idx: int = 0) -> None:
+            if scheduler_stats is not None:
+                stats.running = scheduler_stats.num_running_reqs
+                stats.waiting = scheduler_stats.num_waiting_reqs
+                stats.kv_cache_usage = scheduler_stats.kv_cache_usage
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    class NoGlobalPrometheus(PrometheusStatLogger):  # type: ignore[misc]
+        def __init__(self, vllm_config: Any, engine_indexes: Any = None) -> None:
+            self.engine_indexes = engine_indexes or [0]
+
+        def record(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def record_sleep_state(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def record_admission_rejection(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+        def log(self) -> None:
+            pass
+
+    return [lambda vllm_config, engine_index=0: SchedulerState(vllm_config, engine_index), NoGlobalPrometheus]
 
 
 class VLLMEngine:
@@ -190,7 +240,9 @@ class VLLMEngine:
 
     _claimed = False  # one AsyncLLM per process
 
-    def __init__(self, async_llm: Any, model: ResolvedModel, config: EngineConfig) -> None:
+    def __init__(
+        self, async_llm: Any, model: ResolvedModel, config: EngineConfig, stats: EngineStats | None = None
+    ) -> None:
         self._llm = async_llm
         self._tokenizer = async_llm.get_tokenizer()
         self._config = config
@@ -201,7 +253,7 @@ class VLLMEngine:
         self.max_model_len: int = async_llm.model_config.max_model_len
         self.quantization: str | None = async_llm.model_config.quantization
         self.block_size: int = async_llm.vllm_config.cache_config.block_size  # prefix-cache granularity
-        self.stats = EngineStats()
+        self.stats = stats if stats is not None else EngineStats()
         self._label_ids: dict[tuple[str, ...], list[int]] = {}
 
     # -- lifetime -------------------------------------------------------------------------------
@@ -240,12 +292,15 @@ class VLLMEngine:
 
             # Blocks the loop for the start (seconds): AsyncLLM binds its sockets and output task to the
             # loop it is created on, so it cannot be built in a worker thread.
+            stats = EngineStats()
             with _environment(spawn_env):
-                async_llm = AsyncLLM.from_engine_args(engine_args(config, model, is_cpu=is_cpu))
+                async_llm = AsyncLLM.from_engine_args(
+                    engine_args(config, model, is_cpu=is_cpu), stat_loggers=_stats_loggers(stats)
+                )
         except Exception as exc:
             shutil.rmtree(rpc_dir, ignore_errors=True)
             raise EngineUnavailable(f"vLLM could not load model {model.path!r}: {exc}") from exc
-        engine = cls(async_llm, model, config)
+        engine = cls(async_llm, model, config, stats)
         log.info(
             "vLLM engine up",
             seconds=round(time.monotonic() - started, 1),

@@ -119,6 +119,8 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
 
     def attach(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
+        # argo_xapp_build_info names the model; argo_xapp_llm_engine_* read the engine's stats at each scrape.
+        self.metrics.watch_engine(getattr(pipeline, "engine", None))
 
     # ---------------------------------------------------------------------------------------- plumbing
 

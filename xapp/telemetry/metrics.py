@@ -3,19 +3,39 @@
 A dedicated CollectorRegistry (not prometheus_client's global one) so that what the xApp exposes is
 exactly what is declared here, and tests can make fresh instances. Latency buckets follow the near-RT
 RIC loop: 5 ms … 1 s, with a little room above the 1 s deadline cap to see misses.
+
+Series a dashboard divides by (deadline misses, fallbacks, answers by strategy) exist from the start at
+zero, so rates are 0 rather than missing; no ``*_created`` series (``disable_created_metrics``). The vLLM
+engine's own statistics (requests running and waiting, KV-cache use, prefix-cache hits, tokens) are read
+from the engine when Prometheus scrapes (:meth:`Metrics.watch_engine`), never on the request path.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 import xapp
-from xapp.domain import Answer, Step
+from xapp.config import STRATEGIES
+from xapp.domain import Answer, Cause, Component, Step
+
+# A ``_created`` twin for every counter and histogram doubles the series and no dashboard reads it.
+disable_created_metrics()
 
 NAMESPACE = "argo_xapp"
 LATENCY_BUCKETS = (
@@ -43,14 +63,20 @@ COMPONENT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 
 # The classic text format that generate_latest writes and every Prometheus version scrapes (newer
 # prometheus_client versions label it 1.0.0, which older scrapers do not know).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The RPCs that return an Answer (their series are zero-initialised).
+ANSWER_RPCS = ("Answer", "AnswerStream", "Synthesize")
+
+
 class Metrics:
     """Every metric the xApp exposes. One instance per process (``default_metrics()``)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r, ns = self.registry, NAMESPACE
-        self.info = Info("build", "argo-xapp version and model", namespace=ns, registry=r)
-        self.info.info({"version": xapp.__version__, "model": ""})
+        self.info = Info(
+            "build", "argo-xapp version, the model it serves and its quantization", namespace=ns, registry=r
+        )
+        self.set_model("")
         # --- per RPC (TelemetryInterceptor) ---
         self.requests = Counter(
             "rpc_requests",
@@ -80,15 +106,15 @@ class Metrics:
         )
         self.answers = Counter(
             "answers",
-            "answers returned, by RPC and by the path that produced them",
-            ["rpc", "path"],
+            "answers returned, by RPC, by the path that produced them and by strategy",
+            ["rpc", "path", "strategy"],
             namespace=ns,
             registry=r,
         )
         self.answer_latency = Histogram(
             "answer_latency_seconds",
-            "pipeline time per answer, by path",
-            ["path"],
+            "pipeline time per answer, by path and strategy",
+            ["path", "strategy"],
             namespace=ns,
             registry=r,
             buckets=LATENCY_BUCKETS,
@@ -102,8 +128,8 @@ class Metrics:
         )
         self.deadline_misses = Counter(
             "deadline_misses",
-            "answers that took longer than their deadline",
-            ["rpc"],
+            "answers that took longer than their deadline, by RPC and strategy",
+            ["rpc", "strategy"],
             namespace=ns,
             registry=r,
         )
@@ -137,6 +163,14 @@ class Metrics:
         # Children for the common label values exist from the start, so dashboards see zeros, not gaps.
         for kind in ("prompt", "completion"):
             self.tokens.labels(kind)
+        for rpc in ANSWER_RPCS:
+            for strategy in STRATEGIES:
+                self.deadline_misses.labels(rpc, strategy)
+        for component in Component:
+            for cause in Cause:
+                self.fallbacks.labels(component.value, cause.value)
+        self._engine = _EngineCollector()
+        r.register(self._engine)
 
     # -- RPC bookkeeping (called by xapp.telemetry.tracing.TelemetryInterceptor) ---------------------
 
@@ -162,8 +196,16 @@ class Metrics:
 
     # -- domain objects -------------------------------------------------------------------------
 
-    def set_model(self, model: str) -> None:
-        self.info.info({"version": xapp.__version__, "model": model})
+    def set_model(self, model: str, quantization: str | None = None) -> None:
+        """``argo_xapp_build_info``: version, model ("" without an LLM) and quantization ("" unknown or none)."""
+        self.info.info({"version": xapp.__version__, "model": model or "", "quantization": quantization or ""})
+
+    def watch_engine(self, engine: Any) -> None:
+        """Export the statistics of ``engine`` (its ``stats``: :class:`xapp.llm.engine.EngineStats`) at every
+        scrape; None stops. Also sets the model and quantization of ``argo_xapp_build_info``."""
+        self._engine.engine = engine
+        if engine is not None:
+            self.set_model(getattr(engine, "model_name", ""), getattr(engine, "quantization", None))
 
     def record_step(self, step: Step) -> None:
         """Count one step (Decompose / Retrieve RPCs, or each step of an answer)."""
@@ -181,12 +223,13 @@ class Metrics:
         not observed again here; steps are counted by action and path, tokens summed over all LLM calls.
         """
         path = answer.path.value
-        self.answers.labels(rpc, path).inc()
-        self.answer_latency.labels(path).observe(answer.elapsed_ms / 1000.0)
+        strategy = answer.strategy or ""
+        self.answers.labels(rpc, path, strategy).inc()
+        self.answer_latency.labels(path, strategy).observe(answer.elapsed_ms / 1000.0)
         for fallback in answer.fallbacks:
             self.fallbacks.labels(fallback.component.value, fallback.cause.value).inc()
         if answer.deadline_ms > 0 and answer.elapsed_ms > answer.deadline_ms:
-            self.deadline_misses.labels(rpc).inc()
+            self.deadline_misses.labels(rpc, strategy).inc()
         for component, ms in answer.timings_ms.items():
             self.component_latency.labels(component).observe(ms / 1000.0)
         for step in answer.steps:
@@ -212,6 +255,43 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""
         return generate_latest(self.registry)
+
+
+# The engine's statistics: name → (type, help, attribute of EngineStats).
+ENGINE_METRICS: dict[str, tuple[str, str, str]] = {
+    "llm_engine_running_requests": ("gauge", "requests the LLM engine is running now", "running"),
+    "llm_engine_waiting_requests": ("gauge", "requests waiting in the LLM engine's queue", "waiting"),
+    "llm_engine_kv_cache_usage_ratio": ("gauge", "share of the LLM engine's KV cache in use (0-1)", "kv_cache_usage"),
+    "llm_engine_requests": ("counter", "requests sent to the LLM engine", "requests"),
+    "llm_engine_aborted_requests": ("counter", "LLM engine requests aborted (deadline, caller)", "aborted"),
+    "llm_engine_prompt_tokens": ("counter", "prompt tokens sent to the LLM engine", "prompt_tokens"),
+    "llm_engine_cached_prompt_tokens": (
+        "counter",
+        "prompt tokens the LLM engine served from its prefix cache",
+        "cached_prompt_tokens",
+    ),
+    "llm_engine_generation_tokens": ("counter", "tokens the LLM engine generated", "completion_tokens"),
+}
+
+
+class _EngineCollector(Collector):
+    """Reads the engine's running totals at scrape time; zeros while no engine is loaded."""
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+
+    def collect(self) -> Iterable[Metric]:
+        stats = getattr(self.engine, "stats", None)
+        for name, (kind, doc, attr) in ENGINE_METRICS.items():
+            value = float(getattr(stats, attr, 0) or 0)
+            full = f"{NAMESPACE}_{name}"
+            if kind == "gauge":
+                yield GaugeMetricFamily(full, doc, value=value)
+            else:
+                yield CounterMetricFamily(full, doc, value=value)
+
+    def describe(self) -> Iterable[Metric]:
+        return self.collect()
 
 
 _DEFAULT: Metrics | None = None
