@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from xapp.telemetry.logging import get_logger
+from xapp.telemetry.metrics import Metrics, default_metrics
 
 SERVICE = "argo.v1.ArgoService"
 DEPENDENCY_SERVICES = {"store": "argo.v1.store", "llm": "argo.v1.llm"}
@@ -30,8 +31,16 @@ log = get_logger(__name__)
 class HealthMonitor:
     """Owns the health servicer; ``refresh`` copies ``probe()`` (the pipeline's ``health()``) into it."""
 
-    def __init__(self, servicer: HealthServicer, *, llm_enabled: bool, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        servicer: HealthServicer,
+        *,
+        llm_enabled: bool,
+        interval_s: float = 1.0,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.servicer = servicer
+        self.metrics = metrics or default_metrics()
         self.llm_enabled = llm_enabled
         self.interval_s = interval_s
         self._probe: Callable[[], Mapping[str, bool]] | None = None
@@ -41,6 +50,7 @@ class HealthMonitor:
 
     async def starting(self) -> None:
         """Everything NOT_SERVING until ``attach``: the engine and the knowledge base are still loading."""
+        self.metrics.ready.set(0)
         for name in ("", SERVICE, DEPENDENCY_SERVICES["store"]):
             await self.servicer.set(name, NOT_SERVING)
         if self.llm_enabled:
@@ -51,6 +61,7 @@ class HealthMonitor:
         await self.refresh()
         await self.servicer.set("", SERVING)
         await self.servicer.set(SERVICE, SERVING)
+        self.metrics.ready.set(1)
         self._task = asyncio.create_task(self._poll(), name="argo-health-poll")
 
     def kick(self) -> None:
@@ -75,6 +86,7 @@ class HealthMonitor:
             if dep == "llm" and not self.llm_enabled:
                 continue
             ok = state.get(dep, False)
+            self.metrics.dependency_up.labels(dep).set(1 if ok else 0)
             if self.last.get(dep) != ok:
                 log.info("dependency serving" if ok else "dependency not serving", dependency=dep)
             await self.servicer.set(service, SERVING if ok else NOT_SERVING)
@@ -93,4 +105,5 @@ class HealthMonitor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._kick = None
+        self.metrics.ready.set(0)
         await self.servicer.enter_graceful_shutdown()

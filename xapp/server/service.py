@@ -111,11 +111,21 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
     def __init__(
         self, settings: Settings, *, health: HealthMonitor | None = None, metrics: Metrics | None = None
     ) -> None:
+        self.metrics = metrics or default_metrics()
         self.settings = settings
         self.admission = Admission(settings.max_concurrency)
         self.health = health
-        self.metrics = metrics or default_metrics()
         self.pipeline: Pipeline | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        """Read per request; the descriptor watcher replaces them live (and the deadline gauges follow)."""
+        self._settings = settings
+        self.metrics.set_deadlines(settings.deadline_ms, settings.max_deadline_ms)
 
     def attach(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline

@@ -94,6 +94,26 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
         )
         self.in_flight = Gauge("rpc_in_flight", "gRPC requests being handled now", ["rpc"], namespace=ns, registry=r)
+        self.ready = Gauge(
+            "ready",
+            "1 while the xApp answers (gRPC health SERVING), 0 while loading or draining",
+            namespace=ns,
+            registry=r,
+        )
+        self.dependency_up = Gauge(
+            "dependency_up",
+            "1 while a dependency (store, llm) answers its probe; the template path answers without the llm",
+            ["dependency"],
+            namespace=ns,
+            registry=r,
+        )
+        self.deadline = Gauge(
+            "configured_deadline_seconds",
+            "the configured deadlines: default (deadline_ms) and cap (max_deadline_ms); alerts compare latency to them",
+            ["kind"],
+            namespace=ns,
+            registry=r,
+        )
         # --- per answer (record_answer) ---
         self.component_latency = Histogram(
             "component_latency_seconds",
@@ -199,6 +219,11 @@ class Metrics:
     def set_model(self, model: str, quantization: str | None = None) -> None:
         """``argo_xapp_build_info``: version, model ("" without an LLM) and quantization ("" unknown or none)."""
         self.info.info({"version": xapp.__version__, "model": model or "", "quantization": quantization or ""})
+
+    def set_deadlines(self, deadline_ms: float, max_deadline_ms: float) -> None:
+        """``argo_xapp_configured_deadline_seconds`` (at start and when the descriptor changes them)."""
+        self.deadline.labels("default").set(deadline_ms / 1000.0)
+        self.deadline.labels("max").set(max_deadline_ms / 1000.0)
 
     def watch_engine(self, engine: Any) -> None:
         """Export the statistics of ``engine`` (its ``stats``: :class:`xapp.llm.engine.EngineStats`) at every
