@@ -9,6 +9,7 @@ looks up package metadata named `vllm`; the module entry point is the same serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import re
@@ -88,7 +89,9 @@ class VLLMServer:
             "--enable-prompt-tokens-details",  # usage reports the prefix-cache hits
         ]
         log = (self.workdir / "vllm.log").open("a")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        # A session of its own: stop() kills the whole group (vLLM's multiprocessing resource tracker too).
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
         if not wait_until(self.healthy, timeout, interval=0.5):
             self.stop()
             pytest.fail(f"vLLM server not healthy after {timeout} s:\n{self.log()[-4000:]}")
@@ -102,8 +105,10 @@ class VLLMServer:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()  # a crash, not a drain: what a dead node or an OOM kill looks like
+        if self.proc is not None:
+            # SIGKILL, a crash rather than a drain: what a dead node or an OOM kill looks like.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
         self.proc = None
 
@@ -143,8 +148,6 @@ def vllm_server(tiny_w8a8_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture()
 def remote(vllm_server: VLLMServer, tiny_w8a8_dir: Path, run: Any) -> Iterator[RemoteLLM]:
     """A started client on the session's event loop (``run`` executes coroutines there)."""
-    import contextlib
-
     stack = contextlib.AsyncExitStack()
     config = RemoteConfig(url=vllm_server.url, tokenizer=str(tiny_w8a8_dir), health_interval_s=0.2)
     llm = run(stack.enter_async_context(RemoteLLM.start(config, wait_s=10)))
@@ -211,8 +214,6 @@ def test_option_choice_is_the_next_token_distribution_over_the_labels(remote: Re
 
 def test_option_choice_from_the_top_20_when_labels_cannot_be_named(vllm_server: VLLMServer,
                                                                      tiny_w8a8_dir: Path, run: Any) -> None:
-    import contextlib
-
     config = RemoteConfig(url=vllm_server.url, tokenizer=str(tiny_w8a8_dir), label_logprobs="top")
 
     async def both() -> tuple[Any, Any]:
@@ -280,8 +281,6 @@ def test_a_cancelled_caller_aborts_the_request_and_sees_cancellation(remote: Rem
 def test_the_cost_model_learns_the_remote_latency(vllm_server: VLLMServer, tiny_w8a8_dir: Path, run: Any,
                                                   builtin_kb_settings: Any) -> None:
     """build_pipeline with llm_url: the calibration and every later call measure the server over HTTP."""
-    import contextlib
-
     from xapp.domain import PathKind, Question
     from xapp.pipeline.runner import build_pipeline
 
