@@ -13,12 +13,15 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from monitoring_support import load as load_monitoring
+from monitoring_support import queried_metrics, served_metrics
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp.client import SyncArgoClient
@@ -83,6 +86,17 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(
     with SyncArgoClient(target, default_timeout_s=5) as client:
         wait_serving(client, proc, log)
         assert client.answer("What does the E2 interface connect?", deadline_ms=1000).answer.strip()
+        # Every metric the shipped dashboard and alert rules query is served after one request.
+        http_port = next(
+            json.loads(line)["http_port"] for line in log.read_text().splitlines() if '"http listening"' in line
+        )
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/ric/v1/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        served = served_metrics(text)
+        assert 'model="tiny-qwen2-w8a8"' in text and 'quantization="compressed-tensors"' in text  # build_info
+        assert "argo_xapp_ready 1.0" in text
+        assert queried_metrics(*load_monitoring()) - served == set()
+        assert "argo_xapp_rpc_requests_total" in served and not [n for n in served if n.endswith("_created")]
 
         result: dict[str, Any] = {}
 

@@ -114,6 +114,8 @@ class Settings:
     max_option_chars: int = 500
     # --- telemetry -----------------------------------------------------------------------------
     otlp_endpoint: str = ""  # empty: OTEL_EXPORTER_OTLP_* decide; none set means no export
+    # Questions and sub-queries may carry operator data: spans carry their length only, unless this is on.
+    trace_text: bool = False
     log_format: str = "auto"  # json, console or auto (console on a terminal)
     log_level: str = "INFO"
 
