@@ -107,6 +107,13 @@ def _check_trace(spans: list[ReceivedSpan], reply: pb.AnswerReply) -> dict[str, 
     assert a[attrs.DEADLINE_MS] == pytest.approx(reply.deadline_ms)
     assert a.get(attrs.FALLBACK_REASON, "") == reply.fallback_reason
     assert server.resource["service.name"] == "argo-xapp"
+    # Privacy by default (trace_text off): the question's length, never its text nor the sub-queries'.
+    assert a[attrs.QUESTION_CHARS] == len(QUESTION) and attrs.QUESTION not in a and attrs.SUBQUERIES not in a
+    assert len(a[attrs.SUBQUERIES_CHARS]) == retrieves
+    texts = {step.query for step in reply.steps if step.query} | {QUESTION}
+    for s in spans:
+        for key, value in s.attributes.items():
+            assert not any(t in str(value) for t in texts), (s.name, key, value)
 
     by_name: dict[str, list[ReceivedSpan]] = {}
     for s in spans:

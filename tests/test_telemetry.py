@@ -525,6 +525,22 @@ def test_log_format_and_level_settings() -> None:
 # Metrics
 
 
+def test_question_and_subquery_text_only_with_trace_text(memory_tracing: InMemorySpanExporter) -> None:
+    from xapp.telemetry.tracing import annotate_answer, annotate_question
+
+    answer = make_answer()
+    object.__setattr__(answer.steps[0], "query", "E2 node interface")
+    for include in (False, True):
+        with MODULE_TRACER.start_as_current_span(f"server-{include}"):
+            annotate_question("What is E2?", 4, include_text=include)
+            annotate_answer(answer, include_text=include)
+    spans = {s.name: s.attributes for s in memory_tracing.get_finished_spans()}
+    off, on = spans["server-False"], spans["server-True"]
+    assert off[attrs.QUESTION_CHARS] == 11 and off[attrs.OPTIONS] == 4 and off[attrs.SUBQUERIES_CHARS] == (17,)
+    assert attrs.QUESTION not in off and attrs.SUBQUERIES not in off
+    assert on[attrs.QUESTION] == "What is E2?" and on[attrs.SUBQUERIES] == ("E2 node interface",)
+
+
 def test_build_info_and_engine_statistics() -> None:
     from xapp.llm.engine import EngineStats
 

@@ -55,6 +55,7 @@ HOT_RELOADABLE: frozenset[str] = frozenset(
         "max_options",
         "max_option_chars",
         "log_level",
+        "trace_text",
     }
 )
 

@@ -33,7 +33,7 @@ from xapp.server.admission import Admission, Overloaded
 from xapp.server.health import HealthMonitor
 from xapp.telemetry.logging import get_logger
 from xapp.telemetry.metrics import Metrics, default_metrics
-from xapp.telemetry.tracing import annotate_answer
+from xapp.telemetry.tracing import annotate_answer, annotate_question
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -191,6 +191,9 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         else:
             log.info("cancelled by the caller; work aborted", rpc=rpc, before_deadline_ms=round(-late_ms))
 
+    def _annotate(self, question: Question) -> None:
+        annotate_question(question.text, len(question.options), include_text=self.settings.trace_text)
+
     def _refresh_health(self) -> None:
         if self.health is not None:
             self.health.kick()
@@ -223,6 +226,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         pipeline, call = await self._prepare(
             context, request, lambda: validation.answer_request(request, self.settings)
         )
+        self._annotate(call.question)
         deadline = request_deadline(self.settings, call.deadline_ms, context.time_remaining(), now=start)
         answer, queued_ms = await self._unary(
             context,
@@ -230,7 +234,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             deadline,
             lambda: pipeline.answer(call.question, strategy=call.strategy, deadline=deadline),
         )
-        annotate_answer(answer)
+        annotate_answer(answer, include_text=self.settings.trace_text)
         self.metrics.record_answer(answer, "Answer")
         return convert.answer(answer, elapsed_ms=_ms_since(start), queued_ms=queued_ms)
 
@@ -241,6 +245,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         pipeline, call = await self._prepare(
             context, request, lambda: validation.answer_request(request, self.settings)
         )
+        self._annotate(call.question)
         deadline = request_deadline(self.settings, call.deadline_ms, context.time_remaining(), now=start)
         steps: asyncio.Queue[Step | None] = asyncio.Queue()
         task: asyncio.Task[Answer] | None = None
@@ -259,7 +264,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
                 while (step := await steps.get()) is not None:
                     yield pb.AnswerEvent(step=convert.step(step))
                 answer = task.result()
-            annotate_answer(answer)
+            annotate_answer(answer, include_text=self.settings.trace_text)
             self.metrics.record_answer(answer, "AnswerStream")
             reply = convert.answer(answer, elapsed_ms=_ms_since(start), queued_ms=waited_s * 1000.0)
             yield pb.AnswerEvent(answer=reply)
@@ -291,6 +296,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         pipeline, (question, history, deadline_ms) = await self._prepare(
             context, request, lambda: self._question_history_deadline(request)
         )
+        self._annotate(question)
         deadline = request_deadline(self.settings, deadline_ms, context.time_remaining(), now=start)
         step, _ = await self._unary(
             context, "Decompose", deadline, lambda: pipeline.decompose(question, history, deadline=deadline)
@@ -328,11 +334,12 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         pipeline, (question, history, deadline_ms) = await self._prepare(
             context, request, lambda: self._question_history_deadline(request)
         )
+        self._annotate(question)
         deadline = request_deadline(self.settings, deadline_ms, context.time_remaining(), now=start)
         answer, queued_ms = await self._unary(
             context, "Synthesize", deadline, lambda: pipeline.synthesize(question, history, deadline=deadline)
         )
-        annotate_answer(answer)
+        annotate_answer(answer, include_text=self.settings.trace_text)
         self.metrics.record_answer(answer, "Synthesize")
         return convert.answer(answer, elapsed_ms=_ms_since(start), queued_ms=queued_ms)
 

@@ -319,12 +319,27 @@ def setup_tracing(
 # The request's outcome on the server span
 
 
-def annotate_answer(answer: Any, span: trace.Span | None = None) -> None:
+def annotate_question(
+    text: str, options: int = 0, *, include_text: bool = False, span: trace.Span | None = None
+) -> None:
+    """The request on ``span`` (default: the current, i.e. the RPC's SERVER span): the question's length and
+    number of options; its text only with ``include_text`` (the setting ``trace_text``)."""
+    span = span or trace.get_current_span()
+    if not span.is_recording():
+        return
+    values: dict[str, Any] = {attrs.QUESTION_CHARS: len(text), attrs.OPTIONS: options}
+    if include_text:
+        values[attrs.QUESTION] = text
+    span.set_attributes(values)
+
+
+def annotate_answer(answer: Any, span: trace.Span | None = None, *, include_text: bool = False) -> None:
     """Put an Answer's outcome on ``span`` (default: the current span, i.e. the RPC's SERVER span inside a
     handler): strategy, path, fallback reason, deadline, elapsed, miss, steps, tokens, model.
 
     Called by the service with every reply, so a trace shows at its root what the reply said; the same
-    outcome goes into the RPC's log line (:func:`note_rpc`).
+    outcome goes into the RPC's log line (:func:`note_rpc`). The sub-queries searched go on the span as
+    their lengths, and as text only with ``include_text`` (the setting ``trace_text``).
     """
     note_rpc(
         strategy=answer.strategy,
@@ -353,6 +368,10 @@ def annotate_answer(answer: Any, span: trace.Span | None = None) -> None:
         values[attrs.CHOICE] = int(answer.choice)
     if answer.model:
         values[attrs.GEN_AI_REQUEST_MODEL] = answer.model
+    queries = [step.query for step in answer.steps if step.query and step.action.value == "retrieve"]
+    values[attrs.SUBQUERIES_CHARS] = [len(q) for q in queries]
+    if include_text:
+        values[attrs.SUBQUERIES] = queries
     span.set_attributes(values)
 
 
