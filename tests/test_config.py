@@ -126,6 +126,7 @@ def test_repository_descriptor_loads_to_its_own_values() -> None:
         ({"chroma_mode": "remote"}, "chroma_mode"),
         ({"top_k": 0}, "top_k"),
         ({"max_concurrency": 0}, "max_concurrency"),
+        ({"max_options": 27}, "max_options must be in 1..26"),
         ({"log_format": "xml"}, "log_format"),
         ({"mdp": {"gamma": 0}}, "mdp.gamma"),
         ({"mdp": {"p_success": 1.5}}, "mdp.p_success"),

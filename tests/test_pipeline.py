@@ -185,6 +185,16 @@ def _history(n: int) -> list[Step]:
     return [Step(Action.RETRIEVE, PathKind.TEMPLATE, 0.0, 0.3, 1.0, query="q", passages=passages)]
 
 
+def test_the_llm_sees_lettered_options_and_the_reply_keeps_the_callers_numbers() -> None:
+    question = Question("Which interface carries policies?", ("1. E2", "2. A1", "3. O1"))
+    messages = prompts.choose_variants(question, [])[0].messages
+    assert "A. E2\nB. A1\nC. O1\nReply with the letter" in messages[-1]["content"]
+    assert prompts.option_labels(question) == ["A", "B", "C"]
+    assert prompts.option_line(question, 2) == "2. A1"
+    with pytest.raises(ValueError, match="at most 26"):
+        prompts.option_labels(Question("?", tuple(str(i) for i in range(27))))
+
+
 def test_the_planner_trims_evidence_to_fit_and_derives_max_tokens_from_the_time_left() -> None:
     costs = LLMCostModel(prefill_s=0.002, decode_s=0.05, overhead_s=0.02)
     costs.rel_error = 0.0  # safety factor 1.1

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from xapp.domain import MAX_OPTIONS
 from xapp.errors import ConfigError
 
 STRATEGIES = ("mdp", "fixed-k", "always-reason", "always-retrieve", "random", "template")
@@ -132,6 +133,8 @@ class Settings:
             raise ConfigError("max_steps must be >= 1")
         if self.max_concurrency < 1:
             raise ConfigError("max_concurrency must be >= 1")
+        if not 1 <= self.max_options <= MAX_OPTIONS:
+            raise ConfigError(f"max_options must be in 1..{MAX_OPTIONS} (the LLM labels options A-Z)")
         if self.llm_url and not self.llm_url.startswith(("http://", "https://")):
             raise ConfigError(f"llm_url must start with http:// or https://, got {self.llm_url!r}")
         if self.log_format not in ("auto", "json", "console"):

@@ -6,6 +6,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+# The LLM answers a multiple-choice question with a letter per option (A–Z), so a question has at most 26.
+MAX_OPTIONS = 26
+
 
 class Action(str, enum.Enum):
     RETRIEVE = "retrieve"

@@ -493,7 +493,7 @@ class ArgoPipeline:
         """A one-sentence reason for the chosen option, only when the time left allows one."""
         assert result.choice is not None
         messages = plan.messages + [
-            {"role": "assistant", "content": str(result.choice)},
+            {"role": "assistant", "content": prompts.option_labels(run.question)[result.choice - 1]},
             {"role": "user", "content": "In one sentence, why?"},
         ]
         why = self._plan(
