@@ -162,7 +162,7 @@ class RemoteLLM:
                 raise EngineUnavailable(f"/health answered {r.status_code}")
             if self.served_model is None or not self._running:
                 await self._read_models()
-        except (httpx.HTTPError, EngineUnavailable, ValueError) as exc:
+        except (httpx.HTTPError, EngineUnavailable, ValueError, KeyError, TypeError) as exc:
             self._mark_down(f"{type(exc).__name__}: {exc}")
             return False
         if not self._running:
@@ -285,7 +285,7 @@ class RemoteLLM:
             raise
         except _Refused:
             raise
-        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        except httpx.TransportError as exc:  # connect, read, write, protocol errors and timeouts
             self._mark_down(f"{type(exc).__name__}: {exc}")
             raise EngineUnavailable(f"the LLM server at {self.url} failed: {type(exc).__name__}: {exc}") from exc
         except (httpx.HTTPError, ValueError, KeyError) as exc:
