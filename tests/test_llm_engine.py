@@ -208,9 +208,16 @@ def test_a_second_engine_in_the_process_is_refused(llm_engine, run, tiny_w8a8_di
         run(second())
 
 
+def test_generate_streams_its_text_piece_by_piece(llm_engine, run) -> None:
+    pieces: list[str] = []
+    gen = run(llm_engine.generate(MESSAGES, max_tokens=12, deadline=far(), on_text=pieces.append))
+    assert len(pieces) >= 2 and all(pieces)
+    assert "".join(pieces) == gen.text
+
+
 def test_choose_returns_a_distribution_over_the_option_labels(llm_engine, run) -> None:
-    messages = MESSAGES + [{"role": "user", "content": "Options: 1. E2 2. A1 3. O1 4. O2. Reply with the number."}]
-    labels = ["1", "2", "3", "4"]
+    messages = MESSAGES + [{"role": "user", "content": "Options: A. E2 B. A1 C. O1 D. O2. Reply with the letter."}]
+    labels = ["A", "B", "C", "D"]
     choice = run(llm_engine.choose(messages, labels, deadline=far()))
     assert not choice.aborted
     assert len(choice.probabilities) == 4

@@ -10,7 +10,7 @@ from opentelemetry import trace
 
 from xapp.domain import Cause, Component, Fallback, PathKind, Usage
 from xapp.errors import EngineUnavailable
-from xapp.llm.base import LLM, Choice, Generation, Message
+from xapp.llm.base import LLM, Choice, Generation, Message, TextCallback
 from xapp.telemetry import attrs
 
 tracer = trace.get_tracer("xapp")
@@ -46,6 +46,7 @@ async def generate(
     max_tokens: int,
     deadline: float,
     stop: Sequence[str] | None = None,
+    on_text: TextCallback | None = None,
 ) -> Generation:
     """One LLM generation inside a ``gen_ai.generate`` span; engine faults become ``EngineUnavailable``."""
     with tracer.start_as_current_span(attrs.SPAN_GENERATE) as span:
@@ -53,7 +54,7 @@ async def generate(
         span.set_attribute("gen_ai.request.model", getattr(llm, "model_name", ""))
         span.set_attribute("gen_ai.request.max_tokens", max_tokens)
         try:
-            gen = await llm.generate(messages, max_tokens=max_tokens, deadline=deadline, stop=stop)
+            gen = await llm.generate(messages, max_tokens=max_tokens, deadline=deadline, stop=stop, on_text=on_text)
         except (asyncio.CancelledError, EngineUnavailable):
             raise
         except Exception as exc:  # any engine fault: the caller falls back to its template path

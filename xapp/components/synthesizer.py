@@ -9,7 +9,7 @@ from xapp.components.extractive import extractive_answer, pick_option
 from xapp.domain import Cause, Component, PathKind, Question, Step, Usage
 from xapp.errors import EngineUnavailable
 from xapp.llm import prompts
-from xapp.llm.base import LLM, Message
+from xapp.llm.base import LLM, Message, TextCallback
 from xapp.store.embedding import MiniLMEmbedder
 
 SYNTHESIZER = Component.SYNTHESIZER
@@ -54,11 +54,14 @@ class Synthesizer:
             text += f" — evidence: {evidence}"
         return ComponentResult(text, PathKind.LLM, usage, choice=choice, probabilities=list(result.probabilities))
 
-    async def answer(self, messages: list[Message], *, max_tokens: int, deadline: float) -> ComponentResult:
-        """The LLM's answer to an open question, ending on a full sentence."""
+    async def answer(
+        self, messages: list[Message], *, max_tokens: int, deadline: float, on_text: TextCallback | None = None
+    ) -> ComponentResult:
+        """The LLM's answer to an open question, ending on a full sentence (``on_text`` streams the draft;
+        the result may end earlier, on the last full sentence)."""
         assert self.llm is not None
         try:
-            gen = await generate(self.llm, messages, max_tokens=max_tokens, deadline=deadline)
+            gen = await generate(self.llm, messages, max_tokens=max_tokens, deadline=deadline, on_text=on_text)
         except EngineUnavailable as exc:
             return _failed(Cause.ENGINE_ERROR, str(exc))
         usage = usage_of(gen)

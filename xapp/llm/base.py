@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+# Receives each new piece of a reply's text as the LLM generates it (one or more tokens).
+TextCallback = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,10 @@ class LLM(Protocol):
         max_tokens: int,
         deadline: float,
         stop: Sequence[str] | None = None,
-    ) -> Generation: ...
+        on_text: TextCallback | None = None,
+    ) -> Generation:
+        """``on_text``, when given, receives the reply's text piece by piece as it is generated."""
+        ...
 
     async def choose(self, messages: Sequence[Message], labels: Sequence[str], *, deadline: float) -> Choice:
         """The probability of each label (each one token) as the reply's first token, from one prefill."""

@@ -31,7 +31,7 @@ from typing import Any
 
 from xapp.config import Settings
 from xapp.errors import EngineUnavailable
-from xapp.llm.base import LLM, Choice, Generation, Message
+from xapp.llm.base import LLM, Choice, Generation, Message, TextCallback
 from xapp.llm.models import ResolvedModel, resolve_model
 from xapp.telemetry.logging import get_logger
 
@@ -364,10 +364,12 @@ class VLLMEngine:
             )
         return prompt
 
-    async def _run(self, prompt: list[int], params: Any, deadline: float, started: float) -> _Progress:
+    async def _run(
+        self, prompt: list[int], params: Any, deadline: float, started: float, on_text: TextCallback | None = None
+    ) -> _Progress:
         """Stream one request until it finishes, the deadline passes (aborted in vLLM) or the caller cancels."""
         request_id = f"argo-{self._prefix}-{next(self._ids)}"
-        state = _Progress(started)
+        state = _Progress(started, on_text)
 
         async def consume() -> None:
             async for out in self._llm.generate({"prompt_token_ids": prompt}, params, request_id):
@@ -399,6 +401,7 @@ class VLLMEngine:
         max_tokens: int,
         deadline: float,
         stop: Sequence[str] | None = None,
+        on_text: TextCallback | None = None,
         ignore_eos: bool = False,
     ) -> Generation:
         """See :class:`xapp.llm.base.LLM`; ``ignore_eos`` (not in the contract) is for benches."""
@@ -417,7 +420,7 @@ class VLLMEngine:
             ignore_eos=ignore_eos,
             seed=self._config.seed if self._config.temperature > 0 else None,
         )
-        state = await self._run(prompt, params, deadline, started)
+        state = await self._run(prompt, params, deadline, started, on_text)
         total = time.monotonic() - started
         return Generation(
             text=state.text,
@@ -474,8 +477,9 @@ def _conforms(engine: VLLMEngine) -> LLM:
 class _Progress:
     """What a request has produced so far (vLLM sends cumulative outputs)."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, on_text: TextCallback | None = None) -> None:
         self.started = started
+        self.on_text = on_text
         self.text = ""
         self.completion_tokens = 0
         self.ttft: float | None = None
@@ -486,7 +490,11 @@ class _Progress:
     def update(self, out: Any) -> None:
         completion = out.outputs[0]
         self.cached_tokens = out.num_cached_tokens or 0
-        self.text = completion.text
+        text = completion.text
+        # Cumulative text only grows while streaming (a stop string trims the final output, not the sent part).
+        if self.on_text is not None and len(text) > len(self.text) and text.startswith(self.text):
+            self.on_text(text[len(self.text) :])
+        self.text = text
         self.completion_tokens = len(completion.token_ids)
         if completion.logprobs:
             self.logprobs = completion.logprobs

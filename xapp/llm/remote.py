@@ -45,7 +45,7 @@ import httpx
 
 from xapp.config import Settings
 from xapp.errors import EngineUnavailable
-from xapp.llm.base import LLM, Choice, Generation, Message
+from xapp.llm.base import LLM, Choice, Generation, Message, TextCallback
 
 log = logging.getLogger(__name__)
 
@@ -251,12 +251,14 @@ class RemoteLLM:
             body["model"] = self.served_model
         return body
 
-    async def _run(self, body: dict[str, Any], deadline: float, started: float) -> _Progress:
+    async def _run(
+        self, body: dict[str, Any], deadline: float, started: float, on_text: TextCallback | None = None
+    ) -> _Progress:
         """Stream one completion until it finishes, the deadline passes (the stream is closed, so the server
         aborts it) or the caller cancels (closed the same way, and re-raised)."""
         if not self._running:
             raise EngineUnavailable(f"the LLM server at {self.url} is down: {self.last_error}")
-        state = _Progress(started)
+        state = _Progress(started, on_text)
 
         async def consume() -> None:
             async with self._client.stream("POST", "/v1/completions", json=body) as response:
@@ -301,6 +303,7 @@ class RemoteLLM:
         max_tokens: int,
         deadline: float,
         stop: Sequence[str] | None = None,
+        on_text: TextCallback | None = None,
         ignore_eos: bool = False,
     ) -> Generation:
         """See :class:`xapp.llm.base.LLM`; ``ignore_eos`` (not in the contract) is for benches."""
@@ -321,7 +324,7 @@ class RemoteLLM:
         if self._config.temperature > 0:
             fields["seed"] = self._config.seed
         try:
-            state = await self._run(self._body(prompt, **fields), deadline, started)
+            state = await self._run(self._body(prompt, **fields), deadline, started, on_text)
         except _Refused as exc:
             raise EngineUnavailable(f"the LLM server refused the request: {exc}") from exc
         total = time.monotonic() - started
@@ -403,8 +406,9 @@ class _Refused(Exception):
 class _Progress:
     """What a streamed completion has produced so far (chunks carry text deltas and running usage)."""
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, on_text: TextCallback | None = None) -> None:
         self.started = started
+        self.on_text = on_text
         self.text = ""
         self.completion_tokens = 0
         self.cached_tokens = 0
@@ -419,7 +423,10 @@ class _Progress:
             details = usage.get("prompt_tokens_details") or {}
             self.cached_tokens = int(details.get("cached_tokens") or self.cached_tokens)
         for choice in chunk.get("choices") or ():
-            self.text += choice.get("text") or ""
+            piece = choice.get("text") or ""
+            if piece and self.on_text is not None:
+                self.on_text(piece)
+            self.text += piece
             logprobs = choice.get("logprobs") or {}
             tops = logprobs.get("top_logprobs") or []
             if self.top is None and tops and tops[0]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from xapp.config import Settings
-from xapp.llm.base import LLM, Choice, Generation, Message
+from xapp.llm.base import LLM, Choice, Generation, Message, TextCallback
 from xapp.llm.prompts import PromptVariant
 
 # Seconds; the first observations replace these quickly.
@@ -245,10 +245,16 @@ class MeteredLLM:
         self.model_name = llm.model_name
 
     async def generate(
-        self, messages: Sequence[Message], *, max_tokens: int, deadline: float, stop: Sequence[str] | None = None
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        deadline: float,
+        stop: Sequence[str] | None = None,
+        on_text: TextCallback | None = None,
     ) -> Generation:
         load = self._llm.num_unfinished_requests()
-        gen = await self._llm.generate(messages, max_tokens=max_tokens, deadline=deadline, stop=stop)
+        gen = await self._llm.generate(messages, max_tokens=max_tokens, deadline=deadline, stop=stop, on_text=on_text)
         self._observe(
             gen.prompt_tokens, gen.cached_tokens, gen.ttft_s, gen.completion_tokens, gen.total_s, gen.aborted, load
         )

@@ -26,7 +26,7 @@ from xapp.config import Settings
 from xapp.domain import Action, Answer, Cause, Component, Fallback, Passage, PathKind, Question, Step, Usage
 from xapp.errors import StoreUnavailable
 from xapp.llm import prompts
-from xapp.llm.base import LLM
+from xapp.llm.base import LLM, TextCallback
 from xapp.pipeline.budget import (
     LEXICAL_RESERVE_S,
     Budget,
@@ -55,6 +55,16 @@ RESERVE_EVIDENCE_TOKENS = 160
 StepCallback = Callable[[Step], None]
 
 
+def _prefixed(on_text: TextCallback, prefix: str) -> TextCallback:
+    """``on_text`` with ``prefix`` sent before the first piece of text."""
+    pending = [prefix]
+
+    def send(text: str) -> None:
+        on_text((pending.pop() if pending else "") + text)
+
+    return send
+
+
 @dataclass
 class _Run:
     """Mutable state of one request."""
@@ -71,6 +81,7 @@ class _Run:
     engine_error: str | None = None  # set when the engine itself failed during this request
     trimmed: str = ""
     bare_synthesis_tokens: int | None = None  # the synthesis prompt without evidence, counted once
+    on_text: TextCallback | None = None  # streams the LLM's answer text as it is generated
 
     def add_time(self, component: str, ms: float) -> None:
         self.timings[component] = self.timings.get(component, 0.0) + ms
@@ -206,10 +217,14 @@ class ArgoPipeline:
         strategy: str | None = None,
         deadline: float,
         on_step: StepCallback | None = None,
+        on_text: TextCallback | None = None,
     ) -> Answer:
+        """``on_step`` gets each step as it completes, ``on_text`` the LLM's answer text as it is generated
+        (the chosen option's line, then any justification; for open questions the draft, which the final answer
+        may end earlier, on its last full sentence)."""
         name = strategy or self.settings.strategy
         strat = make_strategy(name, self.settings)
-        run = _Run(question, self.budget(deadline), use_llm=strat.uses_llm and self.llm_running())
+        run = _Run(question, self.budget(deadline), use_llm=strat.uses_llm and self.llm_running(), on_text=on_text)
         if strat.uses_llm and not run.use_llm:
             detail = "LLM engine not loaded" if self.settings.llm else "LLM disabled by configuration"
             if self.llm is not None:
@@ -479,9 +494,13 @@ class ArgoPipeline:
         if options:
             result = await self.synthesizer.choose(run.question, run.steps, plan.messages, deadline=plan.deadline)
             if result.choice is not None:
+                if run.on_text is not None:
+                    run.on_text(prompts.option_line(run.question, result.choice))
                 await self._justify(run, plan, result)
         else:
-            result = await self.synthesizer.answer(plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline)
+            result = await self.synthesizer.answer(
+                plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline, on_text=run.on_text
+            )
         if result.choice is None and not result.text:  # nothing usable: say why, answer through templates
             run.engine_error = result.engine_error or run.engine_error
             if result.fallback:
@@ -506,7 +525,10 @@ class ArgoPipeline:
         )
         if isinstance(why, Fallback):
             return  # optional: no time for it is not a fallback
-        reply = await self.synthesizer.answer(why.messages, max_tokens=why.max_tokens, deadline=why.deadline)
+        on_text = _prefixed(run.on_text, " — ") if run.on_text is not None else None
+        reply = await self.synthesizer.answer(
+            why.messages, max_tokens=why.max_tokens, deadline=why.deadline, on_text=on_text
+        )
         if reply.text and reply.path is PathKind.LLM:
             result.text = f"{prompts.option_line(run.question, result.choice)} — {reply.text}"
             result.usage = Usage(
