@@ -77,3 +77,67 @@ def test_bad_setting_in_environment_is_one_line(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "xapp", "policy"], capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert "setting top_k: cannot use 'many'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_every_argument_has_help_with_its_default_and_strategies_are_explained() -> None:
+    import argparse
+
+    from xapp.cli import STRATEGY_HELP, _parser
+
+    parser = _parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, sub in subparsers.choices.items():
+        if name == "bench" or sub.add_help is False:
+            continue
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            text = action.help or ""
+            if not text or (action.option_strings and "default" not in text):
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}: {text!r}")
+        if name in ("ask", "serve"):
+            epilog = sub.format_help()
+            assert all(f"  {s}" in epilog and line in epilog for s, line in STRATEGY_HELP.items()), name
+        if name not in ("kb",):
+            assert "example" in (sub.epilog or ""), f"{name} --help shows no example"
+    assert missing == []
+    ask = subparsers.choices["ask"]
+    assert "--model" in ask.format_help()
+    for name in ("policy", "ingest", "quantize"):
+        assert "--model" not in subparsers.choices[name].format_help(), f"--model does nothing in {name}"
+
+
+def test_model_with_server_is_refused(tmp_path: Path) -> None:
+    proc = _cli("ask", "What is E2?", "--server", "127.0.0.1:1", "--model", "x", data_dir=tmp_path)
+    assert proc.returncode == 2 and "--model does not apply with --server" in proc.stderr
+
+
+def test_closed_pipe_ends_quietly(builtin_kb_settings: Settings) -> None:
+    # `argo-xapp ask … | head -1`: the reader closes the pipe after one line.
+    env = {**os.environ, "ARGO_DATA_DIR": str(builtin_kb_settings.data_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xapp", "ask", "What is the E2 interface?", "--strategy", "template"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(120) in (0, 141), err
+    assert first.startswith("Answer (template path")
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_quiet_stderr_and_the_deadline_cap_is_said(builtin_kb_settings: Settings) -> None:
+    proc = _cli("ask", "What is the E2 interface?", "--strategy", "template", "--deadline-ms", "120000", "--json",
+                data_dir=builtin_kb_settings.data_dir)  # fmt: skip
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr  # a warm data directory: nothing on stderr
+    (line,) = proc.stdout.splitlines()  # one JSON object
+    doc = json.loads(line)
+    assert doc["requested_deadline_ms"] == 120000
+    assert doc["deadline_note"] == "deadline 120000 ms capped to max_deadline_ms 1000 ms"
+    assert doc["deadline_ms"] <= 1000 and doc["elapsed_ms"] <= 1000
+    text = _cli("ask", "What is the E2 interface?", "--strategy", "template", "--deadline-ms", "120000",
+                data_dir=builtin_kb_settings.data_dir)  # fmt: skip
+    assert "Deadline: deadline 120000 ms capped to max_deadline_ms 1000 ms" in text.stdout and text.stderr == ""

@@ -43,72 +43,204 @@ BENCHES = {
 }
 
 MODEL_HELP = (
-    "offline model short name (qwen2.5-coder-1.5b, the default, or qwen2.5-coder-0.5b), "
-    "a model folder, a .gguf file or a hub id"
+    "offline model short name (qwen2.5-coder-1.5b or qwen2.5-coder-0.5b), a model folder, a .gguf file or a "
+    "hub id (default: $ARGO_MODEL, else the descriptor's, else qwen2.5-coder-1.5b)"
 )
+DATA_DIR_HELP = (
+    "all state lives here: models, knowledge base, caches (default: $ARGO_DATA_DIR, else ~/.local/share/argo-xapp)"
+)
+# One line per strategy (argo-xapp ask --help, serve --help).
+STRATEGY_HELP = {
+    "mdp": "the MDP policy: retrieve below θ_cont, reason up to θ*, then answer (ARGO; the default)",
+    "fixed-k": "retrieve exactly fixed_k times, then answer (classic RAG)",
+    "always-reason": "reason every step until progress reaches θ* (never retrieve)",
+    "always-retrieve": "retrieve until progress reaches θ*, never reason",
+    "random": "a random action each step (seeded: reproducible), a baseline",
+    "template": "no LLM at all: retrieval and template answers only (fastest)",
+}
+assert set(STRATEGY_HELP) == set(STRATEGIES)
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", type=Path, help="all state lives here (default: $ARGO_DATA_DIR or per-user dir)")
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's examples as written; wraps the rest."""
+
+
+def _strategies_text() -> str:
+    width = max(map(len, STRATEGY_HELP))
+    return "strategies:\n" + "\n".join(f"  {name:<{width}}  {text}" for name, text in STRATEGY_HELP.items())
+
+
+def _sub(sub: Any, name: str, help: str, *, epilog: str = "", description: str | None = None) -> Any:
+    return sub.add_parser(
+        name, help=help, description=description or help[0].upper() + help[1:] + ".", epilog=epilog,
+        formatter_class=_Formatter,
+    )  # fmt: skip
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, metavar="DIR", help=DATA_DIR_HELP)
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=MODEL_HELP)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="argo-xapp", description=__doc__.splitlines()[0])
+    d = Settings
+    parser = argparse.ArgumentParser(
+        prog="argo-xapp",
+        description=__doc__.splitlines()[0],
+        formatter_class=_Formatter,
+        epilog="examples:\n"
+        '  argo-xapp ask "Which interface connects the near-RT RIC to E2 nodes?"\n'
+        "  argo-xapp ingest ../shared/data/oran-sc-docs\n"
+        "  argo-xapp serve --grpc-port 50051 --http-port 8080\n"
+        "Run argo-xapp COMMAND --help for a command's options. Settings: xapp/config.py, ARGO_<NAME> variables.",
+    )
     parser.add_argument("--version", action="version", version=f"argo-xapp {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    ask = sub.add_parser("ask", help="answer one O-RAN question")
-    ask.add_argument("question")
-    ask.add_argument("--option", action="append", default=[], help="a multiple-choice option (repeatable)")
-    ask.add_argument("--strategy", choices=STRATEGIES)
-    ask.add_argument("--deadline-ms", type=int, help="answer within this many ms (default: settings)")
-    ask.add_argument("--json", action="store_true", help="print one JSON object")
-    ask.add_argument("--server", metavar="HOST:PORT", help="ask a running argo-xapp server over gRPC")
-    _add_common(ask)
+    ask = _sub(
+        sub,
+        "ask",
+        "answer one O-RAN question (here, or on a running server with --server)",
+        epilog=_strategies_text()
+        + "\n\nexamples:\n"
+        '  argo-xapp ask "What does the E2 interface connect?"\n'
+        '  argo-xapp ask "Which RIC hosts rApps?" --option "near-RT RIC" --option "non-RT RIC" --json\n'
+        '  argo-xapp ask "What is A1?" --strategy template --deadline-ms 300\n'
+        '  argo-xapp ask "What is O1?" --server localhost:50051\n'
+        "\nThe deadline is capped at max_deadline_ms (here: the settings', over gRPC: the server's); the reply\n"
+        "says when it was. Locally the clock starts once the model and the knowledge base are loaded.",
+    )
+    ask.add_argument("question", help="the question (at most max_question_chars characters)")
+    ask.add_argument(
+        "--option", action="append", default=[], metavar="TEXT",
+        help="a multiple-choice option; repeat for each (default: none, an open answer)",
+    )  # fmt: skip
+    ask.add_argument(
+        "--strategy", choices=STRATEGIES, metavar="NAME",
+        help=f"how the loop chooses its steps, one of {', '.join(STRATEGIES)} (see below; default: $ARGO_STRATEGY, "
+        f"else the server's or {d.strategy})",
+    )  # fmt: skip
+    ask.add_argument(
+        "--deadline-ms", type=int, metavar="MS",
+        help=f"answer within this many ms, > 0 (default: deadline_ms, {d.deadline_ms}; capped at max_deadline_ms, "
+        f"{d.max_deadline_ms})",
+    )  # fmt: skip
+    ask.add_argument("--json", action="store_true", help="print one JSON object instead of text (default: text)")
+    ask.add_argument(
+        "--server", metavar="HOST:PORT",
+        help="ask a running argo-xapp over gRPC instead of loading the model here (default: answer locally)",
+    )  # fmt: skip
+    _add_data_dir(ask)
+    ask.add_argument("--model", help=MODEL_HELP + "; not with --server (the server's model answers)")
 
-    policy = sub.add_parser("policy", help="solve the MDP and print θ_cont and θ*")
-    policy.add_argument("--json", action="store_true")
-    policy.add_argument("--quality", choices=("linear", "sqrt", "saturating", "sigmoid"))
-    for name in (
-        "delta-retrieve",
-        "p-success",
-        "delta-reason",
-        "cost-retrieve",
-        "cost-reason",
-        "mu",
-        "gamma",
+    policy = _sub(
+        sub,
+        "policy",
+        "solve the MDP and print θ_cont and θ* for the configured parameters",
+        epilog="examples:\n  argo-xapp policy\n  argo-xapp policy --gamma 0.9 --cost-reason 0.05 --json",
+    )
+    policy.add_argument("--json", action="store_true", help="print the solution as JSON (default: text)")
+    mdp = d().mdp
+    policy.add_argument(
+        "--quality", choices=("linear", "sqrt", "saturating", "sigmoid"),
+        help=f"the quality function σ(U) (default: {mdp.quality})",
+    )  # fmt: skip
+    for name, what in (
+        ("delta-retrieve", "progress a successful retrieval adds, δ_r"),
+        ("p-success", "probability that a retrieval adds information, p_s"),
+        ("delta-reason", "progress a reasoning step adds, δ_p"),
+        ("cost-retrieve", "cost of a retrieval, c_r"),
+        ("cost-reason", "cost of a reasoning step, c_p"),
+        ("mu", "weight of the costs against the answer's quality, μ"),
+        ("gamma", "discount factor, γ"),
     ):
-        policy.add_argument(f"--{name}", type=float)
-    _add_common(policy)
+        default = getattr(mdp, name.replace("-", "_"))
+        policy.add_argument(f"--{name}", type=float, metavar="X", help=f"{what} (default: {default})")
+    _add_data_dir(policy)
 
-    ingest = sub.add_parser("ingest", help="add or update .md/.rst/.txt/.html/.pdf/.docx files (replaces changed ones)")
-    ingest.add_argument("path", type=Path)
-    ingest.add_argument("--batch-size", type=int, default=128)
-    ingest.add_argument("--no-progress", action="store_true")
-    ingest.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="skip these (repeatable)")
-    ingest.add_argument("--no-default-excludes", action="store_true", help="also take LICENSE*, SOURCE_COMMIT*, ...")
-    _add_common(ingest)
+    ingest = _sub(
+        sub,
+        "ingest",
+        "add or update .md/.rst/.txt/.html/.pdf/.docx files (replaces changed ones)",
+        epilog="examples:\n"
+        "  argo-xapp ingest ../shared/data/oran-sc-docs\n"
+        "  argo-xapp ingest specs/ --exclude 'drafts/*' --exclude '*.txt'\n"
+        "A running xApp sees the change within a second (see argo-xapp kb --help).",
+    )
+    ingest.add_argument("path", type=Path, help="a file, or a folder walked recursively")
+    ingest.add_argument(
+        "--batch-size", type=int, default=128, metavar="N", help="chunks embedded at once (default: 128)"
+    )
+    ingest.add_argument("--no-progress", action="store_true", help="no progress bar (default: a bar on stderr)")
+    ingest.add_argument(
+        "--exclude", action="append", default=[], metavar="GLOB",
+        help="skip paths matching GLOB; repeat for more (default: none besides the default excludes)",
+    )  # fmt: skip
+    ingest.add_argument(
+        "--no-default-excludes", action="store_true",
+        help="also take LICENSE*, SOURCE_COMMIT*, ... (default: skipped)",
+    )  # fmt: skip
+    _add_data_dir(ingest)
     kb_cli.add_parser(sub)
 
-    serve = sub.add_parser("serve", help="run the gRPC xApp (and the O-RAN SC HTTP endpoints)")
-    serve.add_argument("--grpc-port", type=int)
-    serve.add_argument("--http-port", type=int)
-    serve.add_argument("--host", default="[::]")
-    serve.add_argument("--strategy", choices=STRATEGIES)
-    serve.add_argument("--no-llm", action="store_true", help="serve the template path only (no engine)")
-    _add_common(serve)
+    serve = _sub(
+        sub,
+        "serve",
+        "run the gRPC xApp (and the O-RAN SC HTTP endpoints: health, metrics)",
+        epilog=_strategies_text()
+        + "\n\nexamples:\n"
+        "  argo-xapp serve\n"
+        "  argo-xapp serve --grpc-port 50052 --http-port 8081 --strategy fixed-k\n"
+        "  argo-xapp serve --no-llm           # templates only: starts in seconds, no model\n"
+        "Logs: JSON lines on stderr (ARGO_LOG_FORMAT=console for reading, ARGO_LOG_LEVEL=DEBUG for more).",
+    )
+    serve.add_argument(
+        "--grpc-port", type=int, metavar="PORT", help=f"argo.v1.ArgoService port (default: {d.grpc_port})"
+    )
+    serve.add_argument(
+        "--http-port", type=int, metavar="PORT",
+        help="/ric/v1/health/alive, /ric/v1/health/ready, /ric/v1/metrics; 0 picks a free one "
+        f"(default: {d.http_port})",
+    )  # fmt: skip
+    serve.add_argument("--host", default="[::]", help="address to listen on (default: [::], every interface)")
+    serve.add_argument(
+        "--strategy", choices=STRATEGIES, metavar="NAME",
+        help=f"the strategy for requests that name none (default: {d.strategy}; see below)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--no-llm", action="store_true", help="serve the template path only, no engine (default: the LLM)"
+    )
+    _add_data_dir(serve)
+    _add_model(serve)
 
-    quantize = sub.add_parser("quantize", help="make an int8 W8A8 (compressed-tensors) copy of a checkpoint")
-    quantize.add_argument("src", type=Path)
-    quantize.add_argument("dst", type=Path)
-    quantize.add_argument("--force", action="store_true", help="replace DST if it exists")
+    quantize = _sub(
+        sub,
+        "quantize",
+        "make an int8 W8A8 (compressed-tensors) copy of a checkpoint",
+        epilog="example:\n  argo-xapp quantize /models/Qwen2.5-3B-Instruct /models/Qwen2.5-3B-Instruct-W8A8",
+    )
+    quantize.add_argument("src", type=Path, help="a Hugging Face checkpoint folder (bf16 or fp16)")
+    quantize.add_argument("dst", type=Path, help="where the W8A8 copy is written")
+    quantize.add_argument("--force", action="store_true", help="replace DST if it exists (default: refuse)")
 
-    bench = sub.add_parser("bench", help="latency, accuracy and retrieval measurements")
-    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
-    for name in BENCHES:
+    bench = _sub(
+        sub,
+        "bench",
+        "latency, accuracy and retrieval measurements",
+        epilog="examples:\n  argo-xapp bench latency -h\n"
+        "  argo-xapp bench accuracy --questions ../shared/data/oranbench-dev --strategy mdp",
+    )
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    for name, what in (
+        ("latency", "latency per strategy and deadline (CSV, PNG)"),
+        ("accuracy", "accuracy on multiple-choice questions (CSV)"),
+        ("retrieval", "recall@k of the knowledge base (CSV)"),
+    ):
         # Every option, -h included, belongs to the bench's own parser.
-        b = bench_sub.add_parser(name, prefix_chars="+", add_help=False)
+        b = bench_sub.add_parser(name, prefix_chars="+", add_help=False, help=what + "; its options: BENCH -h")
         b.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
@@ -134,6 +266,8 @@ def _print_answer(answer: dict[str, Any]) -> None:
         file=out,
     )
     print(f"  {answer['answer']}", file=out)
+    if answer.get("deadline_note"):
+        print(f"Deadline: {answer['deadline_note']}", file=out)
     if answer.get("choice"):
         probabilities = answer.get("option_probabilities") or []
         shown = "  ".join(f"{i}: {p:.2f}" for i, p in enumerate(probabilities, start=1))
@@ -162,6 +296,7 @@ async def _ask_local(
 ) -> dict[str, Any]:
     from xapp.pipeline.budget import request_deadline
     from xapp.pipeline.runner import build_pipeline
+    from xapp.server.validation import deadline_fields
     from xapp.server.validation import question as validate_question
 
     question = validate_question(question_text, list(options), settings)
@@ -172,7 +307,7 @@ async def _ask_local(
         # The clock starts here: knowledge-base ingestion and model loading happen before it.
         deadline = request_deadline(settings, deadline_ms or 0)  # as the server computes it
         answer = await pipeline.answer(question, strategy=name, deadline=deadline)
-        return answer.to_dict()
+        return {**answer.to_dict(), **deadline_fields(settings, deadline_ms or 0)}
 
 
 def _cmd_ask(args: argparse.Namespace) -> int:
@@ -180,6 +315,8 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         raise ArgoError(f"--deadline-ms must be > 0, got {args.deadline_ms}")
     if not args.question.strip():
         raise ArgoError("the question must not be empty")
+    if args.server and args.model:
+        raise ArgoError("--model does not apply with --server: the server answers with its own model")
     if args.server:
         import grpc
 
@@ -196,13 +333,8 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         except grpc.RpcError as exc:
             raise ArgoError(f"server {args.server}: {exc.code().name}: {exc.details()}") from None
     else:
-        # A CLI deadline may exceed the server cap: the user asked for it explicitly.
-        extra: dict[str, Any] = {}
-        if args.deadline_ms:
-            extra["max_deadline_ms"] = max(args.deadline_ms, 1)
-        result = asyncio.run(
-            _ask_local(_settings(args, **extra), args.question, args.option, args.strategy, args.deadline_ms)
-        )
+        # The same rules as a server: capped at max_deadline_ms (ARGO_MAX_DEADLINE_MS raises the cap).
+        result = asyncio.run(_ask_local(_settings(args), args.question, args.option, args.strategy, args.deadline_ms))
     if args.json:
         print(json.dumps(result, indent=None))
     else:
@@ -327,6 +459,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`argo-xapp ask … | head -3`): stop quietly, and keep the interpreter's final
+        # flush of stdout from raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by a closed pipe
 
 
 if __name__ == "__main__":

@@ -12,10 +12,18 @@
 Every call carries a gRPC deadline (``timeout`` seconds; by default ``deadline_ms`` when given, else the
 client's ``default_timeout_s``) and the W3C trace context of the current OpenTelemetry context
 (``traceparent``/``tracestate`` metadata), so the server's spans join the caller's trace.
+
+Both clients have every RPC: ``answer``, ``answer_stream``, ``decompose``, ``retrieve``, ``synthesize`` and
+``health``. ``omit_passages=True`` leaves the passages' text out of an answer's steps (~2 KB replies instead
+of ~20 KB). ``strategy`` takes a :class:`Strategy` or its name.
+
+This module needs only grpcio, grpcio-health-checking, protobuf and opentelemetry-api: ``pip install
+argo-xapp`` installs just those (the server is the ``cpu`` / ``gpu`` / ``server`` extra), see docs/api.md.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator, Iterator, Sequence
 from types import TracebackType
 from typing import Any
@@ -28,6 +36,18 @@ from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
 
 DEFAULT_TIMEOUT_S = 1.0  # the server's default deadline; near-RT callers should always send one
+
+
+class Strategy(str, enum.Enum):
+    """How the ARGO loop chooses its steps (``AnswerRequest.strategy``, sent by name)."""
+
+    DEFAULT = ""  # the server's configured strategy
+    MDP = "mdp"  # the MDP policy: retrieve below θ_cont, reason up to θ*, then answer (ARGO)
+    FIXED_K = "fixed-k"  # retrieve exactly fixed_k times, then answer (classic RAG)
+    ALWAYS_REASON = "always-reason"  # reason every step until progress reaches θ*
+    ALWAYS_RETRIEVE = "always-retrieve"  # retrieve every step until progress reaches θ*
+    RANDOM = "random"  # a random action each step (seeded), a baseline
+    TEMPLATE = "template"  # no LLM: retrieval and template answers only
 
 _PATHS = {pb.PATH_LLM: "llm", pb.PATH_TEMPLATE: "template", pb.PATH_MIXED: "mixed", pb.PATH_UNSPECIFIED: ""}
 _ACTIONS = {pb.ACTION_RETRIEVE: "retrieve", pb.ACTION_REASON: "reason", pb.ACTION_TERMINATE: "terminate"}
@@ -47,9 +67,19 @@ def _timeout(timeout: float | None, deadline_ms: int, default: float) -> float:
 
 
 def answer_request(
-    question: str, options: Sequence[str] = (), strategy: str = "", deadline_ms: int = 0
+    question: str,
+    options: Sequence[str] = (),
+    strategy: Strategy | str = "",
+    deadline_ms: int = 0,
+    omit_passages: bool = False,
 ) -> pb.AnswerRequest:
-    return pb.AnswerRequest(question=question, options=list(options), strategy=strategy, deadline_ms=deadline_ms)
+    return pb.AnswerRequest(
+        question=question,
+        options=list(options),
+        strategy=Strategy(strategy).value if isinstance(strategy, Strategy) else strategy,
+        deadline_ms=deadline_ms,
+        omit_passages=omit_passages,
+    )
 
 
 def step_to_dict(step: pb.Step) -> dict[str, Any]:
@@ -60,13 +90,13 @@ def step_to_dict(step: pb.Step) -> dict[str, Any]:
         "sources": list(step.sources),
         "progress_before": round(step.progress_before, 4),
         "progress_after": round(step.progress_after, 4),
-        "latency_ms": round(step.latency_ms, 2),
+        "latency_ms": round(step.latency_ms, 1),
         "prompt_tokens": step.usage.prompt_tokens,
         "completion_tokens": step.usage.completion_tokens,
-        "ttft_ms": round(step.usage.ttft_ms, 2),
+        "ttft_ms": round(step.usage.ttft_ms, 1),
         "aborted": step.usage.aborted,
         "fallback_reason": step.fallback_reason or None,
-        "timings_ms": {k: round(v, 2) for k, v in sorted(step.timings_ms.items())},
+        "timings_ms": {k: round(v, 1) for k, v in sorted(step.timings_ms.items())},
     }
 
 
@@ -82,12 +112,14 @@ def reply_to_dict(reply: pb.AnswerReply) -> dict[str, Any]:
         "option_probabilities": [round(p, 4) for p in reply.option_probabilities],
         "trimmed": reply.trimmed,
         "fallbacks": [{"component": f.component, "cause": f.cause} for f in reply.fallbacks],
-        "deadline_ms": round(reply.deadline_ms, 2),
-        "elapsed_ms": round(reply.elapsed_ms, 2),
+        "deadline_ms": round(reply.deadline_ms, 1),
+        "requested_deadline_ms": reply.requested_deadline_ms,
+        "deadline_note": reply.deadline_note or None,
+        "elapsed_ms": round(reply.elapsed_ms, 1),
         "sources": list(reply.sources),
         "prompt_tokens": reply.prompt_tokens,
         "completion_tokens": reply.completion_tokens,
-        "timings_ms": {k: round(v, 2) for k, v in sorted(reply.timings_ms.items())},
+        "timings_ms": {k: round(v, 1) for k, v in sorted(reply.timings_ms.items())},
         "steps": [step_to_dict(s) for s in reply.steps],
     }
 
@@ -127,12 +159,13 @@ class ArgoClient:
         question: str,
         options: Sequence[str] = (),
         *,
-        strategy: str = "",
+        strategy: Strategy | str = "",
         deadline_ms: int = 0,
+        omit_passages: bool = False,
         timeout: float | None = None,
     ) -> pb.AnswerReply:
         return await self.stub.Answer(
-            answer_request(question, options, strategy, deadline_ms),
+            answer_request(question, options, strategy, deadline_ms, omit_passages),
             timeout=_timeout(timeout, deadline_ms, self.default_timeout_s),
             metadata=trace_metadata(),
         )
@@ -142,12 +175,13 @@ class ArgoClient:
         question: str,
         options: Sequence[str] = (),
         *,
-        strategy: str = "",
+        strategy: Strategy | str = "",
         deadline_ms: int = 0,
+        omit_passages: bool = False,
         timeout: float | None = None,
     ) -> AsyncIterator[pb.AnswerEvent]:
         call = self.stub.AnswerStream(
-            answer_request(question, options, strategy, deadline_ms),
+            answer_request(question, options, strategy, deadline_ms, omit_passages),
             timeout=_timeout(timeout, deadline_ms, self.default_timeout_s),
             metadata=trace_metadata(),
         )
@@ -246,12 +280,13 @@ class SyncArgoClient:
         question: str,
         options: Sequence[str] = (),
         *,
-        strategy: str = "",
+        strategy: Strategy | str = "",
         deadline_ms: int = 0,
+        omit_passages: bool = False,
         timeout: float | None = None,
     ) -> pb.AnswerReply:
         reply: pb.AnswerReply = self.stub.Answer(
-            answer_request(question, options, strategy, deadline_ms),
+            answer_request(question, options, strategy, deadline_ms, omit_passages),
             timeout=_timeout(timeout, deadline_ms, self.default_timeout_s),
             metadata=trace_metadata(),
         )
@@ -262,12 +297,13 @@ class SyncArgoClient:
         question: str,
         options: Sequence[str] = (),
         *,
-        strategy: str = "",
+        strategy: Strategy | str = "",
         deadline_ms: int = 0,
+        omit_passages: bool = False,
         timeout: float | None = None,
     ) -> Iterator[pb.AnswerEvent]:
         call = self.stub.AnswerStream(
-            answer_request(question, options, strategy, deadline_ms),
+            answer_request(question, options, strategy, deadline_ms, omit_passages),
             timeout=_timeout(timeout, deadline_ms, self.default_timeout_s),
             metadata=trace_metadata(),
         )
@@ -275,6 +311,42 @@ class SyncArgoClient:
             yield from call
         finally:
             call.cancel()
+
+    def decompose(
+        self,
+        question: str,
+        history: Sequence[pb.Step] = (),
+        options: Sequence[str] = (),
+        *,
+        deadline_ms: int = 0,
+        timeout: float | None = None,
+    ) -> pb.DecomposeReply:
+        reply: pb.DecomposeReply = self.stub.Decompose(
+            pb.DecomposeRequest(
+                question=question, options=list(options), history=list(history), deadline_ms=deadline_ms
+            ),
+            timeout=_timeout(timeout, deadline_ms, self.default_timeout_s),
+            metadata=trace_metadata(),
+        )
+        return reply
+
+    def synthesize(
+        self,
+        question: str,
+        history: Sequence[pb.Step] = (),
+        options: Sequence[str] = (),
+        *,
+        deadline_ms: int = 0,
+        timeout: float | None = None,
+    ) -> pb.AnswerReply:
+        reply: pb.AnswerReply = self.stub.Synthesize(
+            pb.SynthesizeRequest(
+                question=question, options=list(options), history=list(history), deadline_ms=deadline_ms
+            ),
+            timeout=_timeout(timeout, deadline_ms, self.default_timeout_s),
+            metadata=trace_metadata(),
+        )
+        return reply
 
     def retrieve(
         self, query: str, *, top_k: int = 0, deadline_ms: int = 0, timeout: float | None = None
@@ -296,8 +368,9 @@ def ask(
     question: str,
     options: Sequence[str] = (),
     *,
-    strategy: str = "",
+    strategy: Strategy | str = "",
     deadline_ms: int = 0,
+    omit_passages: bool = False,
     timeout: float | None = None,
 ) -> dict[str, Any]:
     """One Answer call → the reply as a plain dict (for ``argo-xapp ask --server HOST:PORT``).
@@ -306,5 +379,12 @@ def ask(
     """
     with SyncArgoClient(target) as client:
         return reply_to_dict(
-            client.answer(question, options, strategy=strategy, deadline_ms=deadline_ms, timeout=timeout)
+            client.answer(
+                question,
+                options,
+                strategy=strategy,
+                deadline_ms=deadline_ms,
+                omit_passages=omit_passages,
+                timeout=timeout,
+            )
         )

@@ -33,7 +33,7 @@ from xapp.server.admission import Admission, Overloaded
 from xapp.server.health import HealthMonitor
 from xapp.telemetry.logging import get_logger
 from xapp.telemetry.metrics import Metrics, default_metrics
-from xapp.telemetry.tracing import annotate_answer, annotate_question
+from xapp.telemetry.tracing import annotate_answer, annotate_question, note_rpc
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -191,6 +191,11 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         else:
             log.info("cancelled by the caller; work aborted", rpc=rpc, before_deadline_ms=round(-late_ms))
 
+    def _deadline_fields(self, deadline_ms: int) -> dict[str, Any]:
+        fields = validation.deadline_fields(self.settings, deadline_ms)
+        note_rpc(deadline_note=fields["deadline_note"] or None)
+        return fields
+
     def _annotate(self, question: Question) -> None:
         annotate_question(question.text, len(question.options), include_text=self.settings.trace_text)
 
@@ -236,7 +241,13 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         )
         annotate_answer(answer, include_text=self.settings.trace_text)
         self.metrics.record_answer(answer, "Answer")
-        return convert.answer(answer, elapsed_ms=_ms_since(start), queued_ms=queued_ms)
+        return convert.answer(
+            answer,
+            elapsed_ms=_ms_since(start),
+            queued_ms=queued_ms,
+            omit_passages=call.omit_passages,
+            **self._deadline_fields(call.deadline_ms),
+        )
 
     async def AnswerStream(
         self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext
@@ -262,11 +273,17 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
                 )
                 task.add_done_callback(lambda _: steps.put_nowait(None))
                 while (step := await steps.get()) is not None:
-                    yield pb.AnswerEvent(step=convert.step(step))
+                    yield pb.AnswerEvent(step=convert.step(step, omit_passages=call.omit_passages))
                 answer = task.result()
             annotate_answer(answer, include_text=self.settings.trace_text)
             self.metrics.record_answer(answer, "AnswerStream")
-            reply = convert.answer(answer, elapsed_ms=_ms_since(start), queued_ms=waited_s * 1000.0)
+            reply = convert.answer(
+                answer,
+                elapsed_ms=_ms_since(start),
+                queued_ms=waited_s * 1000.0,
+                omit_passages=call.omit_passages,
+                **self._deadline_fields(call.deadline_ms),
+            )
             yield pb.AnswerEvent(answer=reply)
         except asyncio.CancelledError:
             self._log_cancel("AnswerStream", deadline)
@@ -302,7 +319,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             context, "Decompose", deadline, lambda: pipeline.decompose(question, history, deadline=deadline)
         )
         self.metrics.record_step(step)
-        return pb.DecomposeReply(query=step.query, step=convert.step(step), elapsed_ms=_ms_since(start))
+        return pb.DecomposeReply(query=step.query, step=convert.step(step), elapsed_ms=convert.ms(_ms_since(start)))
 
     async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveReply:
         start = time.monotonic()
@@ -326,7 +343,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             passages=[convert.passage(p) for p in step.passages],
             fallback_reason=step.fallback_reason or "",
             step=convert.step(step),
-            elapsed_ms=_ms_since(start),
+            elapsed_ms=convert.ms(_ms_since(start)),
         )
 
     async def Synthesize(self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext) -> pb.AnswerReply:
@@ -341,7 +358,9 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         )
         annotate_answer(answer, include_text=self.settings.trace_text)
         self.metrics.record_answer(answer, "Synthesize")
-        return convert.answer(answer, elapsed_ms=_ms_since(start), queued_ms=queued_ms)
+        return convert.answer(
+            answer, elapsed_ms=_ms_since(start), queued_ms=queued_ms, **self._deadline_fields(deadline_ms)
+        )
 
 
 def in_flight(servicer: ArgoServicer) -> dict[str, Any]:

@@ -37,6 +37,7 @@ class AnswerCall:
     question: Question
     strategy: str | None  # None: the server's default
     deadline_ms: int  # 0: the server's default
+    omit_passages: bool = False  # the reply's steps without their passages' text
 
 
 def _text(field: str, value: str, limit: int, *, required: bool = True) -> str:
@@ -76,7 +77,18 @@ def answer_request(req: pb.AnswerRequest, settings: Settings) -> AnswerCall:
         question=question(req.question, list(req.options), settings),
         strategy=strategy(req.strategy),
         deadline_ms=deadline_ms(req.deadline_ms),
+        omit_passages=req.omit_passages,
     )
+
+
+def deadline_fields(settings: Settings, deadline_ms: int) -> dict[str, int | str]:
+    """What a reply says of its deadline: the one asked for (0: the default) and, when ``max_deadline_ms``
+    capped it, a note saying so (the rule of ``xapp.pipeline.budget.request_deadline``; CLI and server alike)."""
+    requested = int(deadline_ms or settings.deadline_ms)
+    note = ""
+    if requested > settings.max_deadline_ms:
+        note = f"deadline {requested} ms capped to max_deadline_ms {settings.max_deadline_ms} ms"
+    return {"requested_deadline_ms": requested, "deadline_note": note}
 
 
 def _finite(field: str, value: float) -> float:

@@ -89,19 +89,21 @@ class Step(_message.Message):
     def __init__(self, action: _Optional[_Union[Action, str]] = ..., path: _Optional[_Union[Path, str]] = ..., query: _Optional[str] = ..., passages: _Optional[_Iterable[_Union[Passage, _Mapping]]] = ..., sources: _Optional[_Iterable[str]] = ..., progress_before: _Optional[float] = ..., progress_after: _Optional[float] = ..., latency_ms: _Optional[float] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., fallback_reason: _Optional[str] = ..., timings_ms: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class AnswerRequest(_message.Message):
-    __slots__ = ("question", "options", "strategy", "deadline_ms")
+    __slots__ = ("question", "options", "strategy", "deadline_ms", "omit_passages")
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    OMIT_PASSAGES_FIELD_NUMBER: _ClassVar[int]
     question: str
     options: _containers.RepeatedScalarFieldContainer[str]
     strategy: str
     deadline_ms: int
-    def __init__(self, question: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., strategy: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
+    omit_passages: bool
+    def __init__(self, question: _Optional[str] = ..., options: _Optional[_Iterable[str]] = ..., strategy: _Optional[str] = ..., deadline_ms: _Optional[int] = ..., omit_passages: _Optional[bool] = ...) -> None: ...
 
 class AnswerReply(_message.Message):
-    __slots__ = ("answer", "choice", "path", "fallback_reason", "steps", "elapsed_ms", "timings_ms", "prompt_tokens", "completion_tokens", "sources", "strategy", "deadline_ms", "model", "option_probabilities", "trimmed", "fallbacks")
+    __slots__ = ("answer", "choice", "path", "fallback_reason", "steps", "elapsed_ms", "timings_ms", "prompt_tokens", "completion_tokens", "sources", "strategy", "deadline_ms", "model", "option_probabilities", "trimmed", "fallbacks", "requested_deadline_ms", "deadline_note")
     class TimingsMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +127,8 @@ class AnswerReply(_message.Message):
     OPTION_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     TRIMMED_FIELD_NUMBER: _ClassVar[int]
     FALLBACKS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_NOTE_FIELD_NUMBER: _ClassVar[int]
     answer: str
     choice: int
     path: Path
@@ -141,7 +145,9 @@ class AnswerReply(_message.Message):
     option_probabilities: _containers.RepeatedScalarFieldContainer[float]
     trimmed: str
     fallbacks: _containers.RepeatedCompositeFieldContainer[Fallback]
-    def __init__(self, answer: _Optional[str] = ..., choice: _Optional[int] = ..., path: _Optional[_Union[Path, str]] = ..., fallback_reason: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., elapsed_ms: _Optional[float] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., sources: _Optional[_Iterable[str]] = ..., strategy: _Optional[str] = ..., deadline_ms: _Optional[float] = ..., model: _Optional[str] = ..., option_probabilities: _Optional[_Iterable[float]] = ..., trimmed: _Optional[str] = ..., fallbacks: _Optional[_Iterable[_Union[Fallback, _Mapping]]] = ...) -> None: ...
+    requested_deadline_ms: int
+    deadline_note: str
+    def __init__(self, answer: _Optional[str] = ..., choice: _Optional[int] = ..., path: _Optional[_Union[Path, str]] = ..., fallback_reason: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., elapsed_ms: _Optional[float] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., sources: _Optional[_Iterable[str]] = ..., strategy: _Optional[str] = ..., deadline_ms: _Optional[float] = ..., model: _Optional[str] = ..., option_probabilities: _Optional[_Iterable[float]] = ..., trimmed: _Optional[str] = ..., fallbacks: _Optional[_Iterable[_Union[Fallback, _Mapping]]] = ..., requested_deadline_ms: _Optional[int] = ..., deadline_note: _Optional[str] = ...) -> None: ...
 
 class Fallback(_message.Message):
     __slots__ = ("component", "cause", "detail")
