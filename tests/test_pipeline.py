@@ -15,6 +15,7 @@ from xapp.errors import StoreUnavailable
 from xapp.llm import prompts
 from xapp.pipeline.budget import Budget, LatencyEstimator, LLMCostModel, LLMPlan, NoPlan
 from xapp.pipeline.runner import ArgoPipeline
+from xapp.policy.progress import retrieval_gain
 from xapp.store.knowledge_base import KnowledgeBase
 
 OTIC = Question(
@@ -78,6 +79,28 @@ def test_template_strategy_answers_multiple_choice_in_time(template_pipeline: Ar
     assert answer.steps[0].progress_before == 0.0 and answer.steps[0].progress_after > 0.0
     assert set(answer.timings_ms) >= {"policy", "decomposer", "retriever", "synthesizer", "overhead"}
     assert all(v >= 0 for v in answer.timings_ms.values())
+
+
+def test_progress_follows_the_evidence_and_the_loop_stops_when_a_search_adds_nothing(
+    builtin_kb: KnowledgeBase, builtin_kb_settings: Settings
+) -> None:
+    settings = builtin_kb_settings.replace(max_steps=8, top_k=3)
+    pipeline = ArgoPipeline(settings, builtin_kb, llm=None)
+    answer = _answer(pipeline, OTIC, "always-retrieve", 5.0)
+    queries = [s.query for s in answer.steps]
+    assert len(queries) == len(set(queries))  # never the same search twice
+    for step in answer.steps:
+        gain = step.progress_after - step.progress_before
+        assert 0.0 <= gain <= settings.mdp.delta_retrieve + 1e-9
+    # Each gain is what its new passages earned; a search that found nothing new ended the loop.
+    seen: set[str] = set()
+    for step in answer.steps:
+        new = [p.score for p in step.passages if p.id not in seen]
+        seen.update(p.id for p in step.passages)
+        expected = settings.mdp.delta_retrieve * retrieval_gain(new, settings.min_score, settings.evidence_min_score)
+        assert step.progress_after - step.progress_before == pytest.approx(expected)
+    if answer.steps[-1].progress_after == answer.steps[-1].progress_before:
+        assert all(s.progress_after > s.progress_before for s in answer.steps[:-1])
 
 
 def test_tight_deadline_still_answers_before_it(template_pipeline: ArgoPipeline) -> None:

@@ -112,3 +112,15 @@ def test_policy_cli_json() -> None:
     doc = json.loads(out)
     assert doc["params"]["cost_retrieve"] == 0.2
     assert 0 <= doc["theta_cont"] <= doc["theta_star"] <= 1
+
+
+def test_a_retrieval_earns_progress_by_its_new_passages_relevance() -> None:
+    from xapp.policy.progress import passage_weight, retrieval_gain
+
+    assert retrieval_gain([], 0.25, 0.7) == 0.0
+    assert retrieval_gain([0.2, 0.1], 0.25, 0.7) == 0.0  # below min_score: not information
+    assert retrieval_gain([0.75], 0.25, 0.7) == 1.0  # one passage the LLM would be shown: the full δ_r
+    assert passage_weight(0.475, 0.25, 0.7) == pytest.approx(0.5)
+    assert retrieval_gain([0.475, 0.475], 0.25, 0.7) == pytest.approx(0.75)  # diminishing returns
+    weak = retrieval_gain([0.3] * 3, 0.25, 0.7)
+    assert 0.0 < weak < retrieval_gain([0.7], 0.25, 0.7)  # many weak hits never equal one strong one

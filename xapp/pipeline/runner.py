@@ -36,6 +36,7 @@ from xapp.pipeline.budget import (
     MeteredLLM,
     NoPlan,
 )
+from xapp.policy.progress import retrieval_gain
 from xapp.policy.strategies import LoopState, make_strategy
 from xapp.store.knowledge_base import KnowledgeBase
 from xapp.telemetry import attrs
@@ -128,6 +129,7 @@ class ArgoPipeline:
         self.store_error: str | None = None  # last store failure, cleared by the next success
         self.llm_error: str | None = None
         self._llm_was_running = True
+        self.llm_calibrated = False  # calibrate_llm ran against a running engine
         self.update_settings(settings)
 
     def update_settings(self, settings: Settings) -> None:
@@ -190,6 +192,13 @@ class ArgoPipeline:
             decode_s=decode,
             cached_tokens=(a.cached_tokens + b.cached_tokens + gen.cached_tokens) / 3,
         )
+        self.llm_calibrated = True
+
+    def calibrate_llm_when_up(self) -> None:
+        """An LLM server that did not answer at start-up (``RemoteLLM.when_up``): calibrate when it first does."""
+        when_up = getattr(self.engine, "when_up", None)
+        if callable(when_up) and not self.llm_calibrated:
+            when_up(self.calibrate_llm)
 
     @property
     def model_name(self) -> str:
@@ -259,6 +268,8 @@ class ArgoPipeline:
             run.steps.append(step)
             if on_step is not None:
                 on_step(step)
+            if step.action is Action.RETRIEVE and step.progress_after <= step.progress_before:
+                break  # the search brought nothing new: more of the same would only spend the budget
         return await self._finish(run, name)
 
     def _reserve(self, run: _Run) -> float:
@@ -395,14 +406,15 @@ class ArgoPipeline:
         run.add_time(RETRIEVER, retrieve_ms)
         if failed:
             run.fallback(failed)
-        new = [p for p in passages if p.id not in run.seen and p.score >= self.settings.min_score]
+        new = [p.score for p in passages if p.id not in run.seen]
+        gain = retrieval_gain(new, self.settings.min_score, self.settings.evidence_min_score)
         run.seen.update(p.id for p in passages)
         latency_ms = (time.perf_counter() - t_step) * 1000.0
         step = Step(
             action=Action.RETRIEVE,
             path=sub.path,
             progress_before=before,
-            progress_after=before + (delta if new else 0.0),
+            progress_after=before + delta * gain,
             latency_ms=latency_ms,
             query=sub.text,
             passages=passages,
@@ -660,4 +672,5 @@ async def build_pipeline(settings: Settings, llm: LLM | None = None) -> AsyncIte
         pipeline = ArgoPipeline(settings, kb, engine)
         pipeline.calibrate()
         await pipeline.calibrate_llm()
+        pipeline.calibrate_llm_when_up()
         yield pipeline
