@@ -250,12 +250,37 @@ def test_four_callers_three_calls_each_all_ok_inside_800ms(served: Served) -> No
 def test_answer_stream_sends_each_step_then_the_answer(served: Served, client: SyncArgoClient) -> None:
     events = list(client.answer_stream(QUESTION, strategy="fixed-k", deadline_ms=1000))
     assert events[-1].WhichOneof("event") == "answer"
-    steps = [e.step for e in events[:-1]]
-    assert all(e.WhichOneof("event") == "step" for e in events[:-1])
+    steps = [e.step for e in events if e.WhichOneof("event") == "step"]
     final = events[-1].answer
     assert [s.action for s in steps] == [s.action for s in final.steps]
     assert [s.query for s in steps] == [s.query for s in final.steps]
     assert final.elapsed_ms < 1000
+    assert idle(served)
+
+
+def test_answer_stream_sends_the_answer_text_as_it_is_generated_before_the_reply(
+    served: Served, client: SyncArgoClient
+) -> None:
+    events = list(client.answer_stream(QUESTION, strategy="fixed-k", deadline_ms=1000))
+    kinds = [e.WhichOneof("event") for e in events]
+    final = events[-1].answer
+    assert kinds[-1] == "answer" and final.path == pb.PATH_LLM, final.fallback_reason
+    # Steps first, then the LLM's text piece by piece, then the reply (whose answer is the draft's full sentences).
+    assert kinds == sorted(kinds, key=["step", "token", "answer"].index)
+    tokens = [e.token.text for e in events if e.WhichOneof("event") == "token"]
+    assert len(tokens) >= 2 and all(tokens)
+    draft = "".join(tokens)
+    assert final.answer.strip() and draft.strip().startswith(final.answer.strip()[:20])
+    assert final.completion_tokens >= len(tokens)
+    assert idle(served)
+
+
+def test_answer_stream_sends_the_chosen_option_before_the_reply(served: Served, client: SyncArgoClient) -> None:
+    events = list(client.answer_stream(MC_QUESTION, MC_OPTIONS, strategy="fixed-k", deadline_ms=1000))
+    final = events[-1].answer
+    assert final.path == pb.PATH_LLM, final.fallback_reason
+    tokens = [e.token.text for e in events if e.WhichOneof("event") == "token"]
+    assert tokens and tokens[0] == f"{final.choice}. {MC_OPTIONS[final.choice - 1]}"
     assert idle(served)
 
 

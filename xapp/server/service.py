@@ -49,6 +49,7 @@ class Pipeline(Protocol):
         strategy: str | None,
         deadline: float,
         on_step: Callable[[Step], None] | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Answer: ...
 
     async def decompose(self, question: Question, history: list[Step], *, deadline: float) -> Step: ...
@@ -258,7 +259,8 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         )
         self._annotate(call.question)
         deadline = request_deadline(self.settings, call.deadline_ms, context.time_remaining(), now=start)
-        steps: asyncio.Queue[Step | None] = asyncio.Queue()
+        # Steps as they complete, then the LLM's answer text as it is generated; None once the answer is ready.
+        events: asyncio.Queue[Step | str | None] = asyncio.Queue()
         task: asyncio.Task[Answer] | None = None
         try:
             async with self.admission.slot(deadline) as waited_s:
@@ -266,14 +268,21 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
                     self._guarded(
                         deadline,
                         pipeline.answer(
-                            call.question, strategy=call.strategy, deadline=deadline, on_step=steps.put_nowait
+                            call.question,
+                            strategy=call.strategy,
+                            deadline=deadline,
+                            on_step=events.put_nowait,
+                            on_text=events.put_nowait,
                         ),
                     ),
                     name="argo-answer-stream",
                 )
-                task.add_done_callback(lambda _: steps.put_nowait(None))
-                while (step := await steps.get()) is not None:
-                    yield pb.AnswerEvent(step=convert.step(step, omit_passages=call.omit_passages))
+                task.add_done_callback(lambda _: events.put_nowait(None))
+                while (event := await events.get()) is not None:
+                    if isinstance(event, str):
+                        yield pb.AnswerEvent(token=pb.AnswerToken(text=event))
+                    else:
+                        yield pb.AnswerEvent(step=convert.step(event, omit_passages=call.omit_passages))
                 answer = task.result()
             annotate_answer(answer, include_text=self.settings.trace_text)
             self.metrics.record_answer(answer, "AnswerStream")

@@ -160,12 +160,20 @@ class Fallback(_message.Message):
     def __init__(self, component: _Optional[str] = ..., cause: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class AnswerEvent(_message.Message):
-    __slots__ = ("step", "answer")
+    __slots__ = ("step", "answer", "token")
     STEP_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     step: Step
     answer: AnswerReply
-    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., answer: _Optional[_Union[AnswerReply, _Mapping]] = ...) -> None: ...
+    token: AnswerToken
+    def __init__(self, step: _Optional[_Union[Step, _Mapping]] = ..., answer: _Optional[_Union[AnswerReply, _Mapping]] = ..., token: _Optional[_Union[AnswerToken, _Mapping]] = ...) -> None: ...
+
+class AnswerToken(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
 
 class DecomposeRequest(_message.Message):
     __slots__ = ("question", "options", "history", "deadline_ms")
