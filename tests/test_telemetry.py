@@ -324,6 +324,52 @@ def test_shutdown_is_bounded_when_the_collector_is_down() -> None:
     assert time.monotonic() - start < 2.5
 
 
+def test_an_unreachable_collector_is_logged_once(log_stream: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> None:
+    with OtlpReceiver() as receiver:
+        port = receiver.port
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "1")  # each failed export gives up after 1 s
+    handle = setup_tracing(Settings(otlp_endpoint=f"127.0.0.1:{port}"), environ={})
+    raw: list[logging.LogRecord] = []
+    counter = logging.Handler()
+    counter.emit = raw.append  # type: ignore[method-assign]
+    exporter_logger = logging.getLogger("opentelemetry.exporter.otlp.proto.grpc.exporter")
+    exporter_logger.addHandler(counter)
+    try:
+        end = time.monotonic() + 15
+        i = 0
+        # Batches until the real OTLP exporter has complained three times (it retries, then drops each).
+        while len([r for r in raw if r.levelno >= logging.WARNING]) < 3 and time.monotonic() < end:
+            MODULE_TRACER.start_span(f"lost-{i}").end()
+            handle.force_flush(timeout_s=3)
+            i += 1
+    finally:
+        handle.shutdown(timeout_s=1)
+        exporter_logger.removeHandler(counter)
+    assert len([r for r in raw if r.levelno >= logging.WARNING]) >= 3  # what the exporter said
+    exporter_lines = [line for line in json_lines(log_stream) if line["logger"].startswith("opentelemetry")]
+    assert len(exporter_lines) == 1, exporter_lines
+    assert str(port) in exporter_lines[0]["event"]
+
+
+def test_export_failures_at_most_once_a_minute_saying_how_many_were_left_out() -> None:
+    from xapp.telemetry.library_output import ExportFailureFilter
+
+    now = [0.0]
+    f = ExportFailureFilter(interval_s=60, clock=lambda: now[0])
+
+    def record(name: str = "opentelemetry.exporter.otlp.proto.grpc.exporter") -> logging.LogRecord:
+        return logging.LogRecord(name, logging.WARNING, __file__, 1, "Failed to export traces", None, None)
+
+    passed = []
+    for t in (0, 5, 10, 59.9, 61, 65, 200):
+        now[0] = t
+        r = record()
+        if f.filter(r):
+            passed.append((t, getattr(r, "suppressed", 0)))
+    assert passed == [(0, 0), (61, 3), (200, 1)]
+    assert f.filter(record("xapp.server.rpc"))  # other loggers untouched
+
+
 # --------------------------------------------------------------------------------------------------
 # The interceptor on a real grpc.aio server
 

@@ -21,7 +21,9 @@ import json
 import logging
 import os
 import tempfile
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 # Loggers of libraries whose warnings say nothing to an operator: ERROR and above only, unless DEBUG.
@@ -114,6 +116,34 @@ class LibraryFilter(logging.Filter):
             return True
         top = record.name.partition(".")[0]
         return top not in LIBRARY_LOGGERS
+
+
+class ExportFailureFilter(logging.Filter):
+    """On our handler: an unreachable trace collector is said once, then at most once per ``interval_s``.
+
+    The OTLP exporter logs a warning for every retry and an error for every batch it drops (every 5 s); the
+    line that passes after a quiet interval says how many were left out (``suppressed``)."""
+
+    SOURCES = ("opentelemetry.exporter", "opentelemetry.sdk._shared_internal", "opentelemetry.sdk.trace.export")
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last: float | None = None
+        self._suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.SOURCES) or record.levelno < logging.WARNING:
+            return True
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval_s:
+            self._suppressed += 1
+            return False
+        if self._suppressed:
+            record.suppressed = self._suppressed  # a field of the line: lines left out since the last one
+        self._last, self._suppressed = now, 0
+        return True
 
 
 def set_library_levels(level: int) -> None:

@@ -95,6 +95,8 @@ def configure_logging(
         add_trace_context,
         structlog.processors.StackInfoRenderer(),
     ]
+    # Standard-library records carry no fields, except those our filters add (ExportFailureFilter).
+    foreign = [*shared, structlog.stdlib.ExtraAdder(allow=["suppressed"])]
     renderer: Any
     final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if console:
@@ -117,8 +119,9 @@ def configure_logging(
     )
 
     handler = logging.StreamHandler(out)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=final))
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=foreign, processors=final))
     handler.addFilter(library_output.LibraryFilter())
+    handler.addFilter(library_output.ExportFailureFilter())
     setattr(handler, _MARK, True)
 
     root = logging.getLogger()
