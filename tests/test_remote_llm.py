@@ -390,9 +390,13 @@ def test_serve_answers_through_the_vllm_server_with_the_one_pass_choice(xapp_ser
 
 
 def test_server_killed_during_load_templates_answer_in_time_and_the_llm_comes_back(
-    xapp_serving: XApp, vllm_server: VLLMServer
+    xapp_serving: XApp, vllm_server: VLLMServer, tiny_w8a8_dir: Path, builtin_kb_settings: Any, builtin_kb: Any,
+    run: Any,
 ) -> None:
-    """Runs last: it kills the session's vLLM server and starts it again (on the same port)."""
+    """Runs last: it kills the session's vLLM server and starts it again (on the same port). Meanwhile a
+    pipeline that starts while the server is down calibrates its cost model when the server comes back."""
+    from xapp.pipeline.runner import ArgoPipeline
+
     deadline_ms = 600
     replies: list[tuple[float, Any]] = []
     errors: list[str] = []
@@ -420,7 +424,21 @@ def test_server_killed_during_load_templates_answer_in_time_and_the_llm_comes_ba
         with SyncArgoClient(xapp_serving.target, default_timeout_s=5) as client:
             assert wait_until(lambda: client.health("argo.v1.llm") == "NOT_SERVING", timeout=5)
             assert client.health() == "SERVING"  # the xApp itself still answers, through templates
-        time.sleep(1.5)
+        # A pipeline started now (as build_pipeline does) finds no server: nothing to calibrate yet.
+        stack = contextlib.AsyncExitStack()
+        config = RemoteConfig(url=vllm_server.url, tokenizer=str(tiny_w8a8_dir), health_interval_s=0.2)
+
+        async def late_start() -> ArgoPipeline:
+            llm = await stack.enter_async_context(RemoteLLM.start(config, wait_s=0))
+            pipeline = ArgoPipeline(builtin_kb_settings.replace(llm=True, llm_url=vllm_server.url), builtin_kb, llm)
+            await pipeline.calibrate_llm()
+            pipeline.calibrate_llm_when_up()
+            return pipeline
+
+        late = run(late_start())
+        assert not late.llm_calibrated and not late.llm_running()
+        priors = late.costs.snapshot()
+        time.sleep(1.0)
         down = replies[killed_at:]
     finally:
         stop.set()
@@ -456,4 +474,10 @@ def test_server_killed_during_load_templates_answer_in_time_and_the_llm_comes_ba
         assert wait_until(llm_answers, timeout=10), [r.fallback_reason for r in after]
         assert all(r.elapsed_ms <= deadline_ms for r in after)
         assert client.health("argo.v1.llm") == "SERVING"
+    # The late pipeline calibrated itself against the server once it answered.
+    try:
+        assert wait_until(lambda: late.llm_calibrated, timeout=30)
+        assert late.costs.snapshot()["decode_ms_per_token"] != priors["decode_ms_per_token"]
+    finally:
+        run(stack.aclose())
     assert "Traceback" not in xapp_serving.log.read_text(), xapp_serving.log.read_text()[-4000:]

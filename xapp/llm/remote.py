@@ -36,7 +36,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,8 @@ class RemoteLLM:
         self._label_ids: dict[tuple[str, ...], list[int]] = {}
         self._in_flight = 0
         self._running = False
+        self._when_up: list[Callable[[], Awaitable[None]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self.last_error: str | None = None
         self.requests = 0
         self.aborted = 0
@@ -150,9 +152,10 @@ class RemoteLLM:
             try:
                 yield llm
             finally:
-                monitor.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await monitor
+                for task in (monitor, *llm._tasks):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     async def probe(self) -> bool:
         """Ask ``/health`` (and, when the model is not known yet or after an outage, ``/v1/models``)."""
@@ -165,10 +168,32 @@ class RemoteLLM:
         except (httpx.HTTPError, EngineUnavailable, ValueError, KeyError, TypeError) as exc:
             self._mark_down(f"{type(exc).__name__}: {exc}")
             return False
-        if not self._running:
-            log.info("remote LLM at %s is up", self.url)
+        came_up = not self._running
         self._running, self.last_error = True, None
+        if came_up:
+            log.info("remote LLM at %s is up", self.url)
+            self._fire()
         return True
+
+    def when_up(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` once, as a task, the next time the server comes up (at once if it is up)."""
+        self._when_up.append(callback)
+        if self._running:
+            self._fire()
+
+    def _fire(self) -> None:
+        callbacks, self._when_up = self._when_up, []
+        for callback in callbacks:
+            task = asyncio.get_running_loop().create_task(self._guarded(callback))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, callback: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await callback()
+        except Exception as exc:  # e.g. the server went down again mid-way: the next call teaches the model
+            log.warning("remote LLM: %s failed: %s: %s", getattr(callback, "__name__", "callback"),
+                        type(exc).__name__, exc)
 
     async def _read_models(self) -> None:
         r = await self._client.get("/v1/models", timeout=HEALTH_TIMEOUT_S)
