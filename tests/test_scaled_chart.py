@@ -80,6 +80,7 @@ def test_scaled_mode_renders_a_shared_vllm_server_and_engine_less_xapp_replicas(
     assert args[args.index("--model") + 1] == "/models/llm/Qwen2.5-Coder-1.5B-Instruct-W8A8"
     assert args[args.index("--served-model-name") + 1] == "argo-llm"
     assert "--enable-prefix-caching" in args
+    assert args[args.index("--block-size") + 1] == "32"  # CPU: the shared system prompt fills whole KV blocks
     assert vllm["readinessProbe"]["httpGet"]["path"] == "/v1/models"
     assert vllm["livenessProbe"]["httpGet"]["path"] == "/health"
     svc = by_kind(objs, "Service")["argo-xapp-llm"]
@@ -118,6 +119,7 @@ def test_scaled_gpu_mode_puts_the_gpu_on_the_vllm_server_only() -> None:
     args = vllm["args"]
     assert args[args.index("--model") + 1] == "Qwen/Qwen2.5-3B-Instruct-AWQ"
     assert args[args.index("--quantization") + 1] == "awq_marlin"
+    assert "--block-size" not in args and "--enforce-eager" not in args  # the CPU flags are replaced
     xapp = deps["argo-xapp"]["spec"]["template"]["spec"]["containers"][0]
     assert "nvidia.com/gpu" not in xapp["resources"].get("limits", {})
     assert "nvidia.com/gpu" not in xapp["resources"].get("requests", {})
