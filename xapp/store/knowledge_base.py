@@ -604,7 +604,7 @@ class KnowledgeBase:
 
         started = time.monotonic()
         notice(
-            "preparing the built-in knowledge base (once per data directory; about half a minute on 2 cores)",
+            "preparing the built-in knowledge base (once per data directory; under a minute on 2 cores)",
             files=len(expected),
         )
         report = self.ingest(
