@@ -30,6 +30,8 @@ ROUTED_LOGGERS = ("vllm", "chromadb", "grpc", "opentelemetry", "aiohttp", "async
 QUIET_LOGGERS = ("httpx", "httpcore", "urllib3")
 
 _MARK = "_argo_xapp_handler"
+# ``extra=`` keys of standard-library log calls that become fields of the line.
+STDLIB_FIELDS = ("descriptor", "restart_required", "applied", "suppressed")
 # What argo-xapp prepares on a first start (model conversion, knowledge-base ingestion) and how long it
 # takes: said even when the level is WARNING (``argo-xapp ask``), since the wait would otherwise be silent.
 NOTICE_LOGGER = "xapp.notice"
@@ -95,8 +97,9 @@ def configure_logging(
         add_trace_context,
         structlog.processors.StackInfoRenderer(),
     ]
-    # Standard-library records carry no fields, except those our filters add (ExportFailureFilter).
-    foreign = [*shared, structlog.stdlib.ExtraAdder(allow=["suppressed"])]
+    # Standard-library records carry no fields, except the extras we give them: the descriptor watcher's
+    # (``extra={"descriptor": …}``) and ExportFailureFilter's count; libraries' own extras stay out.
+    foreign = [*shared, structlog.stdlib.ExtraAdder(allow=list(STDLIB_FIELDS))]
     renderer: Any
     final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if console:
