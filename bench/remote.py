@@ -5,13 +5,15 @@ Start a vLLM OpenAI-compatible server first (docs/scaling.md has the exact comma
     python bench/remote.py --url http://127.0.0.1:18917 --tokenizer MODEL_DIR \
         --questions ../shared/data/oranbench-dev --n 20 --out results/remote
 
-Two measurements, one after the other, on ``2 × --n`` ORAN-Bench questions (interleaved by difficulty):
+Three measurements, one after the other, on fresh ORAN-Bench questions each (interleaved by difficulty):
 
 1. **Option choice over HTTP** (``RemoteLLM.choose``, closed-book prompt): the client's time per call against
    the server's own end-to-end time for it (``vllm:e2e_request_latency_seconds`` from ``/metrics``, read
    before and after each call, calls one at a time). Their difference is what the HTTP hop adds: request
    encoding, the TCP round trip, SSE parsing, and the server's HTTP layer.
-2. **Answers through the pipeline** (``build_pipeline`` with ``llm_url``, the built-in knowledge base,
+2. **Concurrent option choices** (``--concurrency`` levels, ``--rounds`` bursts each, fresh questions): the
+   choices per second one server sustains and their latency, as several replicas would load it.
+3. **Answers through the pipeline** (``build_pipeline`` with ``llm_url``, the built-in knowledge base,
    ``--deadline-ms``; the next ``--n`` questions, so that none is in the server's prefix cache yet): wall
    time, path, and the CPU time this process spent per answer (``time.process_time``: retrieval, embedding,
    templates, prompt rendering, the HTTP client) — the cost of one request on an xApp replica, which sizes
@@ -67,10 +69,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    rows = interleave_by_difficulty(load_questions(args.questions).rows, 2 * args.n)
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    burst = sum(levels) * args.rounds
+    rows = interleave_by_difficulty(load_questions(args.questions).rows, 2 * args.n + burst)
     asked = [Question(r.text, tuple(prompts.strip_option_number(o) for o in r.options)) for r in rows]
-    # Different questions for the two parts: the second must not find the first's prompts in the prefix cache.
-    questions, answered = asked[: args.n], asked[args.n :]
+    # Different questions for each part: none may find another's prompts in the prefix cache.
+    questions, answered, bursts = asked[: args.n], asked[args.n : 2 * args.n], asked[2 * args.n :]
+    concurrent: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
 
     config = RemoteConfig(url=args.url, tokenizer=args.tokenizer)
@@ -88,6 +93,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             out.append({"kind": "choose", "prompt_tokens": choice.prompt_tokens, "cached_tokens": choice.cached_tokens,
                         "client_ms": choice.total_s * 1000, "server_ms": server_s * 1000,
                         "hop_ms": (choice.total_s - server_s) * 1000, "path": "", "cpu_ms": float("nan")})
+        # Several option choices at once, as several replicas would send them: what one server sustains.
+        for level in levels:
+            walls, latencies = [], []
+            for _ in range(args.rounds):
+                batch, bursts = bursts[:level], bursts[level:]
+                t0 = time.monotonic()
+                done = await asyncio.gather(*(
+                    llm.choose(prompts.choose_variants(q, [])[0].messages, prompts.option_labels(q),
+                               deadline=time.monotonic() + 60) for q in batch))
+                walls.append(time.monotonic() - t0)
+                latencies += [c.total_s for c in done]
+            concurrent.append({"concurrency": level, "choices_per_s": level * args.rounds / sum(walls),
+                               "latency_ms_mean": statistics.mean(latencies) * 1000,
+                               "latency_ms_max": max(latencies) * 1000})
 
     settings = Settings(data_dir=args.data_dir, llm_url=args.url, llm_tokenizer=args.tokenizer).validate()
     async with build_pipeline(settings) as pipeline:
@@ -122,6 +141,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "answer_cpu_ms_p95": pct([r["cpu_ms"] for r in answers], 0.95),
         "answers_by_path": {p: sum(r["path"] == p for r in answers) for p in sorted({r["path"] for r in answers})},
         "inside_deadline": sum(r["client_ms"] <= args.deadline_ms for r in answers),
+        "concurrent_choices": concurrent,
         "cost_model_after_calibration": costs,
     }
     (args.out / "remote.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -135,6 +155,8 @@ if __name__ == "__main__":
     p.add_argument("--questions", type=Path, required=True)
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--deadline-ms", type=int, default=1000)
+    p.add_argument("--concurrency", default="1,2,4", help="concurrent option choices, per level")
+    p.add_argument("--rounds", type=int, default=3, help="bursts per concurrency level")
     p.add_argument("--data-dir", type=Path, default=Path("/tmp/argo-remote-bench"))
     p.add_argument("--out", type=Path, default=Path("results/remote"))
     print(json.dumps(asyncio.run(main(p.parse_args())), indent=2))
