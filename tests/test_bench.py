@@ -5,6 +5,7 @@ and — marked slow — the LLM strategies on the real vLLM engine."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from xapp.bench import accuracy, latency
+from xapp.bench import accuracy, answers, latency
 from xapp.bench.common import (
     BenchQuestion,
     describe,
@@ -229,6 +230,50 @@ def test_accuracy_template_run_writes_csvs_and_png(
     assert float(overall["mean_retrieves"]) >= 0.0 and float(overall["mean_reasons"]) == 0.0
     assert not math.isnan(float(overall["mean_ms"]))
     _assert_png(out / "accuracy.png")
+
+
+def test_open_answers_are_scored_by_key_facts_and_cited_sources() -> None:
+    from xapp.bench.common import EvalQuestion
+    from xapp.domain import Answer, PathKind
+
+    q = EvalQuestion("x", "port", "Which port?", ("ric-dep/README.md",), ("36422", "SCTP"))
+    reply = Answer(
+        answer="E2 termination listens on **36422**/sctp [ric-dep/README.md; other.md].",
+        choice=None,
+        path=PathKind.LLM,
+        fallback_reason=None,
+        steps=[],
+        elapsed_ms=1.0,
+        strategy="mdp",
+        deadline_ms=1000.0,
+        sources=["docs/ric-dep/README.md"],
+    )
+    assert answers.cited_sources(reply.answer) == ["ric-dep/README.md", "other.md"]
+    scored = answers.score(q, reply)
+    assert scored["facts_found"] == 2 and scored["has_facts"] and scored["cites_source"]
+    assert scored["source_retrieved"]
+    missing = answers.score(q, dataclasses.replace(reply, answer="It uses port 38000.", sources=[]))
+    assert missing["facts_found"] == 0 and not missing["has_facts"] and not missing["cites_source"]
+
+
+def test_answers_template_run_writes_csvs(builtin_kb_settings: Any, tmp_path: Path) -> None:
+    out = tmp_path / "answers"
+    argv = [
+        "--strategy", "template", "--limit", "3", "--deadline-ms", "3000",
+        "--data-dir", str(builtin_kb_settings.data_dir), "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    assert answers.main(argv) == 0
+    columns, results = _csv(out / "answers_results.csv")
+    assert columns == list(answers.RESULT_COLUMNS) and len(results) == 3
+    for r in results:
+        assert r["path"] == "template" and r["answer"].strip() and r["met_deadline"] == "True"
+        facts = r["key_facts"].split(" | ")
+        found = [f for f in facts if answers.normalise(f) in answers.normalise(r["answer"])]
+        assert int(r["facts_found"]) == len(found) and r["has_facts"] == str(len(found) == len(facts))
+        assert r["repeated_queries"] == "0"
+    columns, summary = _csv(out / "answers_summary.csv")
+    assert columns == list(answers.SUMMARY_COLUMNS) and summary[0]["strategy"] == "template"
+    assert float(summary[0]["has_facts"]) == pytest.approx(sum(r["has_facts"] == "True" for r in results) / 3, abs=1e-3)
 
 
 def test_latency_compare_baseline_with_transformers(

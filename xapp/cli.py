@@ -40,6 +40,7 @@ BENCHES = {
     "latency": "xapp.bench.latency",
     "accuracy": "xapp.bench.accuracy",
     "retrieval": "xapp.bench.retrieval",
+    "answers": "xapp.bench.answers",
 }
 
 MODEL_HELP = (
@@ -229,7 +230,7 @@ def _parser() -> argparse.ArgumentParser:
     bench = _sub(
         sub,
         "bench",
-        "latency, accuracy and retrieval measurements",
+        "latency, accuracy, retrieval and open-answer measurements",
         epilog="examples:\n  argo-xapp bench latency -h\n"
         "  argo-xapp bench accuracy --questions ../shared/data/oranbench-dev --strategy mdp",
     )
@@ -238,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
         ("latency", "latency per strategy and deadline (CSV, PNG)"),
         ("accuracy", "accuracy on multiple-choice questions (CSV)"),
         ("retrieval", "recall@k of the knowledge base (CSV)"),
+        ("answers", "open answers on the evaluation set: key facts and citations (CSV)"),
     ):
         # Every option, -h included, belongs to the bench's own parser.
         b = bench_sub.add_parser(name, prefix_chars="+", add_help=False, help=what + "; its options: BENCH -h")

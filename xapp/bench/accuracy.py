@@ -34,17 +34,19 @@ from xapp.bench.common import (
     bench_settings,
     describe,
     difficulty_order,
+    evidence_step_share,
     interleave_by_difficulty,
     load_questions,
     machine_info,
     prepare_out,
     request_deadline,
+    step_stats,
     warmup_questions,
     write_csv,
     write_json,
 )
 from xapp.config import STRATEGIES, Settings
-from xapp.domain import Action, PathKind
+from xapp.domain import PathKind
 from xapp.errors import ArgoError
 from xapp.llm.base import LLM
 from xapp.policy.strategies import make_strategy
@@ -64,6 +66,8 @@ RESULT_COLUMNS = (
     "steps",
     "retrieves",
     "reasons",
+    "evidence_steps",
+    "repeated_queries",
     "path",
     "llm_answer",
     "llm_probability",
@@ -90,6 +94,8 @@ SUMMARY_COLUMNS = (
     "mean_steps",
     "mean_retrieves",
     "mean_reasons",
+    "evidence_step_share",
+    "repeated_queries",
     "llm_path_share",
     "mixed_path_share",
     "template_path_share",
@@ -143,9 +149,7 @@ async def _answer_all(
                 "elapsed_ms": answer.elapsed_ms,
                 "wall_ms": wall_ms,
                 "met_deadline": wall_ms <= deadline_ms,
-                "steps": len(answer.steps),
-                "retrieves": sum(s.action is Action.RETRIEVE for s in answer.steps),
-                "reasons": sum(s.action is Action.REASON for s in answer.steps),
+                **step_stats(answer),
                 "path": answer.path.value,
                 "llm_answer": bool(answer.option_probabilities),
                 "llm_probability": max(answer.option_probabilities, default=0.0),
@@ -197,6 +201,8 @@ def summarize(results: Sequence[dict[str, Any]], deadline_ms: float) -> list[dic
                     "mean_steps": sum(r["steps"] for r in group) / n,
                     "mean_retrieves": sum(r["retrieves"] for r in group) / n,
                     "mean_reasons": sum(r["reasons"] for r in group) / n,
+                    "evidence_step_share": evidence_step_share(group),
+                    "repeated_queries": sum(r["repeated_queries"] for r in group),
                     "llm_path_share": sum(r["path"] == PathKind.LLM.value for r in group) / n,
                     "mixed_path_share": sum(r["path"] == PathKind.MIXED.value for r in group) / n,
                     "template_path_share": sum(r["path"] == PathKind.TEMPLATE.value for r in group) / n,

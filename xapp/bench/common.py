@@ -1,4 +1,5 @@
-"""What both benches share: question files, settings from flags, summary statistics, the machine's state."""
+"""What the benches share: question files and the evaluation set, settings from flags, summary statistics,
+the machine's state."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from xapp.config import Settings, load_settings
-from xapp.domain import Question
+from xapp.domain import Action, Answer, Question
 from xapp.errors import ArgoError
 
 DIFFICULTIES = ("easy", "intermediate", "difficult")
@@ -186,6 +187,76 @@ def interleave_by_difficulty(rows: Sequence[BenchQuestion], limit: int | None) -
 
 def difficulty_order(name: str) -> tuple[int, str]:
     return (DIFFICULTIES.index(name) if name in DIFFICULTIES else len(DIFFICULTIES), name)
+
+
+# Our own evaluation set, grounded in the O-RAN SC docs (bench/data/README.md says how it was made).
+EVAL_QUESTIONS = Path(__file__).resolve().parents[2] / "bench" / "data" / "oran_sc_eval.jsonl"
+
+
+@dataclass(frozen=True)
+class EvalQuestion:
+    """A row of the evaluation set: the question, the files that hold its answer, and the answer's key facts."""
+
+    id: str
+    kind: str
+    question: str
+    targets: tuple[str, ...]  # source first, then also_in
+    key_facts: tuple[str, ...] = ()  # strings an answer must contain (case and spacing aside)
+    options: tuple[str, ...] = ()
+    answer: int | None = None  # 1-based, with options
+
+
+def load_eval(path: Path) -> list[EvalQuestion]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ArgoError(f"cannot read {path}: {exc.strerror or exc}") from None
+    out: list[EvalQuestion] = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out.append(
+                EvalQuestion(
+                    str(row["id"]),
+                    str(row.get("kind", "")),
+                    str(row["question"]),
+                    (str(row["source"]), *(str(s) for s in row.get("also_in", []))),
+                    tuple(str(f) for f in row.get("key_facts", [])),
+                    tuple(str(o) for o in row.get("options", [])),
+                    int(row["answer"]) if row.get("answer") is not None else None,
+                )
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ArgoError(f"{path.name}:{i}: not an evaluation row ({exc})") from None
+    if not out:
+        raise ArgoError(f"no questions in {path}")
+    return out
+
+
+def matches(source: str, target: str) -> bool:
+    """A passage's source names the target file (exactly, or below an ingest prefix)."""
+    return source == target or source.endswith("/" + target)
+
+
+def step_stats(answer: Answer) -> dict[str, int]:
+    """What an answer's loop did: steps by kind, retrievals that added evidence, and repeated queries."""
+    retrieves = [s for s in answer.steps if s.action is Action.RETRIEVE]
+    queries = [s.query for s in retrieves]
+    return {
+        "steps": len(answer.steps),
+        "retrieves": len(retrieves),
+        "reasons": sum(s.action is Action.REASON for s in answer.steps),
+        "evidence_steps": sum(s.progress_after > s.progress_before for s in retrieves),
+        "repeated_queries": len(queries) - len(set(queries)),
+    }
+
+
+def evidence_step_share(rows: Sequence[Mapping[str, Any]]) -> float:
+    """Of all retrievals in ``rows`` (each with step_stats columns), the share that added evidence."""
+    retrieves = sum(r["retrieves"] for r in rows)
+    return sum(r["evidence_steps"] for r in rows) / retrieves if retrieves else 0.0
 
 
 def bench_settings(data_dir: Path | None, model: str | None, deadline_ms: int | None, **extra: Any) -> Settings:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -29,12 +28,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xapp.bench.common import bench_settings, describe, machine_info, prepare_out, write_csv, write_json
+from xapp.bench.common import (
+    EVAL_QUESTIONS,
+    EvalQuestion,
+    bench_settings,
+    describe,
+    load_eval,
+    machine_info,
+    matches,
+    prepare_out,
+    write_csv,
+    write_json,
+)
 from xapp.errors import ArgoError
 from xapp.store.knowledge_base import KnowledgeBase
 from xapp.store.lexical import HybridSettings, LexicalHit, LexicalIndex, fuse
 
-DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "bench" / "data" / "oran_sc_eval.jsonl"
 KS = (1, 3, 5, 10)
 MODES = ("dense", "lexical", "hybrid")
 SWEEP_DEPTH = 40
@@ -56,14 +65,6 @@ SUMMARY_COLUMNS = (
 SWEEP_COLUMNS = ("stem", "dense_n", "lexical_n", "rrf_k", "exact_slots", *(f"recall@{k}" for k in KS), "mrr@10")
 
 
-@dataclass(frozen=True)
-class EvalQuestion:
-    id: str
-    kind: str
-    question: str
-    targets: tuple[str, ...]  # source first, then also_in
-
-
 @dataclass
 class Outcome:
     mode: str
@@ -74,37 +75,6 @@ class Outcome:
 
     def __post_init__(self) -> None:
         self.rank = first_hit(self.sources, self.question.targets)
-
-
-def load_eval(path: Path) -> list[EvalQuestion]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ArgoError(f"cannot read {path}: {exc.strerror or exc}") from None
-    out: list[EvalQuestion] = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            out.append(
-                EvalQuestion(
-                    str(row["id"]),
-                    str(row.get("kind", "")),
-                    str(row["question"]),
-                    (str(row["source"]), *(str(s) for s in row.get("also_in", []))),
-                )
-            )
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ArgoError(f"{path.name}:{i}: not an evaluation row ({exc})") from None
-    if not out:
-        raise ArgoError(f"no questions in {path}")
-    return out
-
-
-def matches(source: str, target: str) -> bool:
-    """A passage's source names the target file (exactly, or below an ingest prefix)."""
-    return source == target or source.endswith("/" + target)
 
 
 def first_hit(sources: Sequence[str], targets: Sequence[str]) -> int | None:
@@ -305,7 +275,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", type=Path, help="all state lives here (default: $ARGO_DATA_DIR or per-user dir)")
     p.add_argument("--docs", type=Path, help="ingest this folder first (e.g. ../shared/data/oran-sc-docs)")
-    p.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS, help="evaluation set (.jsonl)")
+    p.add_argument("--questions", type=Path, default=EVAL_QUESTIONS, help="evaluation set (.jsonl)")
     p.add_argument("--out", type=Path, required=True, help="folder for the CSVs and JSON")
     p.add_argument("--k", type=int, default=10, help="passages asked for per query (default 10)")
     p.add_argument("--repeat", type=int, default=1, help="queries per question and mode (default 1)")
