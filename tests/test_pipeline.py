@@ -218,6 +218,18 @@ def test_the_llm_sees_lettered_options_and_the_reply_keeps_the_callers_numbers()
         prompts.option_labels(Question("?", tuple(str(i) for i in range(27))))
 
 
+def test_evidence_is_numbered_and_citations_resolve_to_the_passages_shown() -> None:
+    history = _history(3)
+    variants = prompts.answer_variants(Question("What does the E2 interface carry?"), history)
+    assert "[1] " in variants[0].messages[-1]["content"] and variants[0].passages == 3
+    sources = [p.source for p in history[0].passages]
+    text, cited = prompts.resolve_citations("E2 carries control [2]. It is SCTP-based [1, 3]. Also [7] .", history, 3)
+    assert text == f"E2 carries control [{sources[1]}]. It is SCTP-based [{sources[0]}; {sources[2]}]. Also."
+    assert cited == [sources[1], sources[0], sources[2]]
+    # A number the prompt did not show cites nothing.
+    assert prompts.resolve_citations("See [3].", history, 2) == ("See.", [])
+
+
 def test_the_planner_trims_evidence_to_fit_and_derives_max_tokens_from_the_time_left() -> None:
     costs = LLMCostModel(prefill_s=0.002, decode_s=0.05, overhead_s=0.02)
     costs.rel_error = 0.0  # safety factor 1.1

@@ -28,6 +28,7 @@ class PromptVariant:
 
     messages: list[Message]
     trimmed: str = ""
+    passages: int = 0  # how many passages its evidence shows, numbered [1]…[n]
 
 
 # Evidence in a prompt, richest first: (passages, characters per passage). The planner sends the first that
@@ -51,14 +52,40 @@ def _passages(history: Sequence[Step]) -> list[Passage]:
 def evidence_text(
     history: Sequence[Step], max_passages: int = EVIDENCE_LEVELS[0][0], max_chars: int = EVIDENCE_LEVELS[0][1]
 ) -> str:
-    """The evidence block of a prompt: reasoning notes, then passages in the order retrieved, trimmed."""
+    """The evidence block of a prompt: reasoning notes, then passages numbered in the order retrieved, trimmed.
+
+    Passages are cited by number ("[2]"), not by source path: a path costs about ten prompt tokens a passage,
+    and :func:`resolve_citations` turns the numbers back into sources in the answer the caller reads."""
     lines = [f"- (note) {s.query}" for s in history if s.action is Action.REASON and s.query]
-    for passage in _passages(history)[:max_passages]:
+    for number, passage in enumerate(_passages(history)[:max_passages], start=1):
         snippet = " ".join(passage.text.split())
         if len(snippet) > max_chars:
             snippet = snippet[:max_chars].rsplit(" ", 1)[0] + " …"
-        lines.append(f"- [{passage.source}] {snippet}")
+        lines.append(f"[{number}] {snippet}")
     return "\n".join(lines) if lines else NO_EVIDENCE
+
+
+_CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
+
+
+def resolve_citations(text: str, history: Sequence[Step], shown: int) -> tuple[str, list[str]]:
+    """``text`` with each evidence number ("[2]", "[1, 3]") replaced by its passage's source, and the sources
+    cited, in order of first citation. ``shown``: how many passages the prompt showed (its variant's
+    ``passages``); a number beyond them names no passage and is dropped: it cites nothing."""
+    passages = _passages(history)[:shown]
+    cited: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        sources = []
+        for number in re.split(r"\s*[,;]\s*", match.group(1)):
+            index = int(number) - 1
+            if 0 <= index < len(passages) and passages[index].source not in sources:
+                sources.append(passages[index].source)
+        cited.extend(s for s in sources if s not in cited)
+        return f"[{'; '.join(sources)}]" if sources else ""
+
+    resolved = _CITATION.sub(replace, text)
+    return re.sub(r"[ \t]+([.,;:])", r"\1", resolved).strip(), cited
 
 
 def evidence_variants(history: Sequence[Step], build: Callable[[str], list[Message]]) -> list[PromptVariant]:
@@ -78,7 +105,7 @@ def evidence_variants(history: Sequence[Step], build: Callable[[str], list[Messa
             trimmed = f"evidence left out ({available} passages)" if available else ""
         else:
             trimmed = f"evidence trimmed to {kept} of {available} passages, {max_chars} characters each"
-        variants.append(PromptVariant(build(text), trimmed))
+        variants.append(PromptVariant(build(text), trimmed, kept))
     return variants
 
 
@@ -162,7 +189,8 @@ def answer_variants(question: Question, history: Sequence[Step]) -> list[PromptV
         history,
         lambda evidence: _turns(
             f"Question: {question.text}\nEvidence:\n{evidence}\n"
-            "Answer from the evidence in at most three sentences; name the [source] of each fact you use."
+            "Answer from the evidence in at most three sentences; cite the evidence of each fact by its "
+            "number, e.g. [1]."
         ),
     )
 

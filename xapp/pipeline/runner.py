@@ -513,6 +513,8 @@ class ArgoPipeline:
             result = await self.synthesizer.answer(
                 plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline, on_text=run.on_text
             )
+            if result.path is PathKind.LLM:
+                result.text, _ = prompts.resolve_citations(result.text, run.steps, plan.variant.passages)
         if result.choice is None and not result.text:  # nothing usable: say why, answer through templates
             run.engine_error = result.engine_error or run.engine_error
             if result.fallback:
