@@ -351,6 +351,23 @@ def test_an_unreachable_collector_is_logged_once(log_stream: io.StringIO, monkey
     assert str(port) in exporter_lines[0]["event"]
 
 
+def test_stray_stderr_text_becomes_json_lines() -> None:
+    from xapp.telemetry.library_output import JsonStderr
+
+    out = io.StringIO()
+    err = JsonStderr(out)
+    err.write('{"event": "already json", "level": "info"}\n')
+    err.write("Process EngineCore:\nTraceback (most recent call last):\n  File ")
+    err.write('"x.py", line 1\n\nValueError: no memory')
+    err.flush()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == [
+        "already json", "Process EngineCore:", "Traceback (most recent call last):", '  File "x.py", line 1',
+        "ValueError: no memory",
+    ]  # fmt: skip
+    assert all(line["logger"] == "stderr" and line["timestamp"].endswith("Z") for line in lines[1:])
+
+
 def test_export_failures_at_most_once_a_minute_saying_how_many_were_left_out() -> None:
     from xapp.telemetry.library_output import ExportFailureFilter
 

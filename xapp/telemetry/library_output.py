@@ -17,14 +17,19 @@ Values the user exported win (``setdefault``), so ``TQDM_DISABLE=0`` or ``VLLM_L
 
 from __future__ import annotations
 
+import datetime
+import io
 import json
 import logging
 import os
+import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 # Loggers of libraries whose warnings say nothing to an operator: ERROR and above only, unless DEBUG.
 LIBRARY_LOGGERS = (
@@ -144,6 +149,58 @@ class ExportFailureFilter(logging.Filter):
             record.suppressed = self._suppressed  # a field of the line: lines left out since the last one
         self._last, self._suppressed = now, 0
         return True
+
+
+class JsonStderr(io.TextIOBase):
+    """``sys.stderr`` of a process that logs JSON: a JSON line passes as it is, any other line of text (a
+    traceback printed by multiprocessing in vLLM's engine process, a library's print) becomes a JSON object
+    ``{"event": line, "level": "warning", "logger": "stderr", "timestamp": …}``, so that the stream holds JSON
+    lines only. Native code writing to fd 2 is not seen here (torch's C++ warnings are silenced at source)."""
+
+    def __init__(self, target: IO[str]) -> None:
+        super().__init__()
+        self.target = target
+        self._buffer = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._buffer += text
+            while "\n" in self._buffer:
+                line, self._buffer = self._buffer.split("\n", 1)
+                self._emit(line)
+        return len(text)
+
+    def _emit(self, line: str) -> None:
+        if not line.strip():
+            return
+        if not (line.startswith("{") and line.rstrip().endswith("}")):
+            stamp = datetime.datetime.now(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+            line = json.dumps({"event": line.rstrip(), "level": "warning", "logger": "stderr", "timestamp": stamp})
+        self.target.write(line + "\n")
+        self.target.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._buffer:
+                self._emit(self._buffer)
+                self._buffer = ""
+        self.target.flush()
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+
+def json_stderr() -> None:
+    """Make ``sys.stderr`` a :class:`JsonStderr` (once); our handler keeps writing to the real stream."""
+    if not isinstance(sys.stderr, JsonStderr) and sys.stderr is not None:
+        sys.stderr = JsonStderr(sys.stderr)
 
 
 def set_library_levels(level: int) -> None:

@@ -106,7 +106,8 @@ def configure_logging(
     renderer: Any
     final: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if console:
-        renderer = structlog.dev.ConsoleRenderer(colors=_isatty(out))
+        # Plain tracebacks: the rich one prints every local (a vLLM config is thousands of lines).
+        renderer = structlog.dev.ConsoleRenderer(colors=_isatty(out), exception_formatter=structlog.dev.plain_traceback)
     else:
         final.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
@@ -142,6 +143,9 @@ def configure_logging(
         logging.getLogger(name).setLevel(max(lvl, logging.WARNING))
     # vLLM configures its logger when imported, here and in its worker process: through our handler.
     library_output.quiet_libraries(lvl, console=console, progress=progress)
+    if not console and stream is None:
+        # What is printed on stderr without a logger (a child's traceback, a library's print) becomes JSON too.
+        library_output.json_stderr()
     _set_notice_level(lvl)
     logging.captureWarnings(True)
     return handler
