@@ -145,3 +145,29 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(
     with SyncArgoClient(target) as after, pytest.raises(grpc.RpcError) as info:
         after.health(timeout=1)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_an_engine_that_cannot_start_is_reported_in_json_lines_and_exit_1(
+    tmp_path: Path, tiny_w8a8_dir: Path, builtin_kb_settings: Any
+) -> None:
+    # A KV cache larger than the machine's memory: vLLM's engine process fails and prints its traceback.
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(builtin_kb_settings.data_dir, data)  # a warm knowledge base of its own
+    env = {
+        **os.environ,
+        "ARGO_DATA_DIR": str(data),
+        "ARGO_MODEL": str(tiny_w8a8_dir),
+        "ARGO_KV_CACHE_GIB": "100000",
+        "OTEL_SDK_DISABLED": "true",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "xapp", "serve", "--grpc-port", str(free_port()), "--http-port", "0"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stderr.splitlines()]  # every line is JSON
+    events = [line["event"] for line in lines]
+    assert "cannot build the pipeline" in events and events[-1] == "exiting", events
+    assert proc.stdout == ""
