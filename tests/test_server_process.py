@@ -93,9 +93,9 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/ric/v1/metrics", timeout=10) as resp:
             text = resp.read().decode()
         served = served_metrics(text)
-        assert 'model="tiny-qwen2-w8a8"' in text and 'quantization="compressed-tensors"' in text  # build_info
-        assert "argo_xapp_ready 1.0" in text
-        assert queried_metrics(*load_monitoring()) - served == set()
+        assert 'model="tiny-qwen2-w8a8"' in text and 'quantization="compressed-tensors"' in text, text  # build_info
+        assert "argo_xapp_ready 1.0" in text, text
+        assert queried_metrics(*load_monitoring()) - served == set(), text
         assert "argo_xapp_rpc_requests_total" in served and not [n for n in served if n.endswith("_created")]
 
         result: dict[str, Any] = {}
