@@ -18,16 +18,33 @@ from xapp.errors import ArgoError
 
 def add_parser(sub: Any) -> None:
     """Register ``kb`` on the top-level subparsers (called from :mod:`xapp.cli`)."""
-    kb = sub.add_parser("kb", help="list, remove or reset the knowledge base's sources")
-    kb_sub = kb.add_subparsers(dest="kb_command", required=True)
+    kb = sub.add_parser(
+        "kb",
+        help="list, remove or reset the knowledge base's sources",
+        description="List, remove or reset the knowledge base's sources (the embedded store under the data "
+        "directory, or the Chroma server with ARGO_CHROMA_MODE=http). A running xApp sees changes within a second.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  argo-xapp kb list\n"
+        "  argo-xapp kb stats --json\n"
+        "  argo-xapp kb remove 'oran-sc-docs/*' old-spec.pdf\n"
+        "  argo-xapp kb reset --yes          # the built-in notes come back at the next use",
+    )
+    kb_sub = kb.add_subparsers(dest="kb_command", required=True, metavar="ACTION")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", type=Path, help="all state lives here (default: $ARGO_DATA_DIR or per-user dir)")
-    common.add_argument("--json", action="store_true", help="print JSON")
+    common.add_argument(
+        "--data-dir", type=Path, metavar="DIR",
+        help="all state lives here (default: $ARGO_DATA_DIR, else ~/.local/share/argo-xapp)",
+    )  # fmt: skip
+    common.add_argument("--json", action="store_true", help="print JSON (default: a table)")
     kb_sub.add_parser("list", parents=[common], help="sources with their chunks and when they were ingested")
     remove = kb_sub.add_parser("remove", parents=[common], help="remove sources (names, globs or libraries)")
-    remove.add_argument("sources", nargs="+", metavar="SOURCE")
+    remove.add_argument(
+        "sources", nargs="+", metavar="SOURCE",
+        help="a source as `kb list` names it, a glob ('specs/*.pdf') or a library name; one or more",
+    )  # fmt: skip
     reset = kb_sub.add_parser("reset", parents=[common], help="drop every chunk (the built-in KB returns on use)")
-    reset.add_argument("--yes", action="store_true", help="do not ask")
+    reset.add_argument("--yes", action="store_true", help="do not ask (default: ask on a terminal, refuse otherwise)")
     kb_sub.add_parser("stats", parents=[common], help="chunks, sources, libraries and formats")
 
 
