@@ -280,6 +280,24 @@ def test_the_cost_model_learns_from_calls() -> None:
 
 
 @pytest.mark.slow
+def test_no_llm_step_runs_when_the_llm_answer_itself_cannot_fit(
+    builtin_kb: KnowledgeBase, builtin_kb_settings: Settings, llm_engine: Any, run: Any
+) -> None:
+    # Cheap prefill, slow decode: a sub-query (≥ 4 tokens) would fit the 3 s, the shortest open answer would not.
+    costs = LLMCostModel(prefill_s=1e-5, decode_s=0.2, overhead_s=0.0)
+    costs.rel_error = 0.0
+    pipeline = ArgoPipeline(builtin_kb_settings.replace(llm=True), builtin_kb, llm_engine, costs=costs)
+    calls = llm_engine.stats.requests
+    answer = run(
+        pipeline.answer(Question("What does the E2 interface carry?"), strategy="mdp", deadline=time.monotonic() + 3)
+    )
+    assert llm_engine.stats.requests == calls  # no LLM call at all: its sub-queries would only take time
+    assert answer.path is PathKind.TEMPLATE and answer.steps
+    causes = {(f.component.value, f.cause.value): f.detail for f in answer.fallbacks}
+    assert "before the answer" in causes[("decomposer", "no_time")]
+    assert ("synthesizer", "no_time") in causes
+
+
 def test_multiple_choice_is_answered_in_one_prefill_with_option_probabilities(
     builtin_kb: KnowledgeBase, builtin_kb_settings: Settings, llm_engine: Any, run: Any
 ) -> None:

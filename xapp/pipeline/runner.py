@@ -83,6 +83,7 @@ class _Run:
     trimmed: str = ""
     bare_synthesis_tokens: int | None = None  # the synthesis prompt without evidence, counted once
     on_text: TextCallback | None = None  # streams the LLM's answer text as it is generated
+    llm_steps_off: str = ""  # why the steps before the answer no longer use the LLM ("" while they may)
 
     def add_time(self, component: str, ms: float) -> None:
         self.timings[component] = self.timings.get(component, 0.0) + ms
@@ -274,7 +275,9 @@ class ArgoPipeline:
 
     def _reserve(self, run: _Run) -> float:
         """What must stay free after a step: the lexical template synthesis always, and the LLM synthesis
-        (with about two passages of evidence, else none) while it still fits."""
+        (with about two passages of evidence, else none) while it still fits. Once not even the bare LLM
+        synthesis fits, the steps before it stop using the LLM too (``run.llm_steps_off`` says why): the
+        answer is the templates' then, and an LLM sub-query or note would only take their time."""
         keep = LEXICAL_RESERVE_S
         if not run.use_llm or self.llm is None:
             return keep
@@ -287,6 +290,10 @@ class ArgoPipeline:
             cost = self.costs.predict(run.bare_synthesis_tokens + extra, out, load=load)
             if cost <= left:
                 return keep + cost
+        run.llm_steps_off = (
+            f"no time for the LLM before the answer (the shortest LLM answer needs ~{cost * 1000:.0f} ms, "
+            f"{max(left, 0.0) * 1000:.0f} ms left)"
+        )
         return keep
 
     @staticmethod
@@ -327,7 +334,9 @@ class ArgoPipeline:
             t0 = time.perf_counter()
             result: ComponentResult | None = None
             no_llm: Fallback | None = None
-            if run.use_llm:
+            if run.use_llm and run.llm_steps_off:
+                no_llm = Fallback(Component.DECOMPOSER, Cause.NO_TIME, run.llm_steps_off)
+            elif run.use_llm:
                 plan = self._plan(
                     run,
                     Component.DECOMPOSER,
@@ -433,7 +442,9 @@ class ArgoPipeline:
             t0 = time.perf_counter()
             result: ComponentResult | None = None
             no_llm: Fallback | None = None
-            if run.use_llm:
+            if run.use_llm and run.llm_steps_off:
+                no_llm = Fallback(Component.REASONER, Cause.NO_TIME, run.llm_steps_off)
+            elif run.use_llm:
                 plan = self._plan(
                     run,
                     Component.REASONER,
