@@ -50,8 +50,11 @@ MIN_QUERY_TOKENS = 6
 MIN_NOTE_TOKENS = 12
 MIN_ANSWER_TOKENS = 24
 MIN_JUSTIFICATION_TOKENS = 16
-# Evidence the loop keeps time for in the final LLM synthesis (about two passages).
+# What the loop keeps time for in the final LLM synthesis: about two passages of evidence and, for an open
+# question, an answer of a few sentences (the answer is what the caller reads: on a CPU, where one token
+# costs ~90 ms, LLM sub-queries run only when such an answer still fits after them).
 RESERVE_EVIDENCE_TOKENS = 160
+RESERVE_ANSWER_TOKENS = 64
 
 StepCallback = Callable[[Step], None]
 
@@ -275,15 +278,15 @@ class ArgoPipeline:
 
     def _reserve(self, run: _Run) -> float:
         """What must stay free after a step: the lexical template synthesis always, and the LLM synthesis
-        (with about two passages of evidence, else none) while it still fits. Once not even the bare LLM
-        synthesis fits, the steps before it stop using the LLM too (``run.llm_steps_off`` says why): the
-        answer is the templates' then, and an LLM sub-query or note would only take their time."""
+        (the option choice, or an answer of RESERVE_ANSWER_TOKENS; with about two passages of evidence, else
+        none) while it still fits. Once it does not, the steps before the answer stop using the LLM
+        (``run.llm_steps_off`` says why): an LLM sub-query or note would only take the answer's time."""
         keep = LEXICAL_RESERVE_S
         if not run.use_llm or self.llm is None:
             return keep
         if run.bare_synthesis_tokens is None:
             run.bare_synthesis_tokens = self.llm.prompt_tokens(self._synthesis_variants(run)[-1].messages)
-        out = self._synthesis_min_tokens(run)
+        out = 1 if run.question.options else RESERVE_ANSWER_TOKENS
         load = self.llm.num_unfinished_requests()
         left = run.budget.remaining() - keep
         for extra in (RESERVE_EVIDENCE_TOKENS, 0):
@@ -291,7 +294,7 @@ class ArgoPipeline:
             if cost <= left:
                 return keep + cost
         run.llm_steps_off = (
-            f"no time for the LLM before the answer (the shortest LLM answer needs ~{cost * 1000:.0f} ms, "
+            f"no time for the LLM before the answer (the LLM answer needs ~{cost * 1000:.0f} ms, "
             f"{max(left, 0.0) * 1000:.0f} ms left)"
         )
         return keep
