@@ -313,3 +313,29 @@ def test_multiple_choice_is_answered_in_one_prefill_with_option_probabilities(
     assert answer.trimmed.startswith("evidence left out: best passage similarity")
     assert not any(f.component.value == "synthesizer" for f in answer.fallbacks), answer.fallback_reason
     assert llm_engine.num_unfinished_requests() == 0
+
+
+def test_template_answer_leads_with_the_answering_sentence_in_plain_text() -> None:
+    from xapp.components.extractive import extractive_answer
+
+    passages = [
+        Passage(
+            "a",
+            "The non-RT RIC project hosts rApps in the SMO. The following snippet shows its values:",
+            "a.md",
+            "",
+            0.6,
+        ),
+        Passage(
+            "b",
+            "- **E2 termination** listens on port ``36422`` over SCTP for E2 nodes.\n\n"
+            "| Port | Use |\n| 36422 | E2 SCTP |",
+            "b.md",
+            "",
+            0.7,
+        ),
+    ]
+    text, sources = extractive_answer("Which port does the E2 termination listen on?", passages, max_sentences=2)
+    assert text.startswith("E2 termination listens on port 36422 over SCTP")
+    assert "**" not in text and "``" not in text and "|" not in text and not text.endswith(":")
+    assert sources[0] == "b.md"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xapp.components.text import idf, overlap, sentences, terms
+from xapp.components.text import idf, overlap, plain, sentences, terms
 from xapp.domain import Passage
 from xapp.llm.prompts import strip_option_number
 from xapp.store.embedding import MiniLMEmbedder
@@ -56,22 +56,27 @@ def rank_evidence(question: str, passages: Sequence[Passage]) -> list[Evidence]:
 
 
 def extractive_answer(question: str, passages: Sequence[Passage], max_sentences: int = 3) -> tuple[str, list[str]]:
-    """The most relevant sentences, in order of relevance, and the sources they came from."""
+    """The most relevant sentences, the best first, as plain text (no markup), and the sources they came from.
+
+    A sentence that ends in a colon only announces what follows it (a list, a code block) and is left out."""
     ranked = rank_evidence(question, passages)
-    picked: list[Evidence] = []
+    picked: list[tuple[str, Evidence]] = []
     seen_terms: list[set[str]] = []
     for ev in ranked:
-        t = set(terms(ev.sentence))
+        text = plain(ev.sentence)
+        t = set(terms(text))
+        if text.endswith(":") or len(t) < 3:
+            continue
         if any(len(t & s) >= 0.8 * len(t) for s in seen_terms):
             continue  # near-duplicate of a sentence already chosen
-        picked.append(ev)
+        picked.append((text, ev))
         seen_terms.append(t)
         if len(picked) == max_sentences:
             break
     if not picked:
         return "No relevant information was found in the knowledge base.", []
-    sources = list(dict.fromkeys(ev.source for ev in picked))
-    return " ".join(ev.sentence for ev in picked), sources
+    sources = list(dict.fromkeys(ev.source for _, ev in picked))
+    return " ".join(text for text, _ in picked), sources
 
 
 def score_options(

@@ -240,6 +240,30 @@ def sentences(text: str) -> list[str]:
     return out
 
 
+_MARKUP = (
+    (re.compile(r"\+[-=+]{3,}\+?"), " "),  # RST/grid table borders
+    (re.compile(r"^\s*#+\s+"), ""),  # markdown headings
+    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # [text](url)
+    (re.compile(r":[\w:-]+:`([^`<]+?)\s*(?:<[^>]*>)?`"), r"\1"),  # RST roles, :ref:`text <target>`
+    (re.compile(r"`([^`]+?)\s*<[^>]*>`_{0,2}"), r"\1"),  # RST links, `text <url>`_
+    (re.compile(r"\*\*(.+?)\*\*|__(.+?)__"), r"\1\2"),  # bold
+    (re.compile(r"`{1,2}([^`]+?)`{1,2}_?"), r"\1"),  # code, ``literal``
+    (re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])"), r"\1"),  # emphasis
+)
+
+
+def plain(sentence: str) -> str:
+    """A sentence of the docs as a reader wants it in an answer: no markdown or RST markup, a table row's cells
+    separated by semicolons."""
+    text = sentence
+    for pattern, replacement in _MARKUP:
+        text = pattern.sub(replacement, text)
+    if "|" in text:
+        cells = [c.strip() for c in text.strip().strip("|").split("|")]
+        text = "; ".join(c for c in cells if c)
+    return " ".join(text.split())
+
+
 def idf(documents: Iterable[Sequence[str]]) -> dict[str, float]:
     docs = [set(d) for d in documents]
     n = len(docs)
