@@ -168,7 +168,7 @@ def test_unknown_flag_and_bad_environment_are_rejected() -> None:
 def test_every_setting_is_either_hot_or_needs_a_restart() -> None:
     names = {f.name for f in fields(Settings)}
     assert HOT_RELOADABLE.isdisjoint(RESTART_REQUIRED)
-    assert names == HOT_RELOADABLE | RESTART_REQUIRED, "classify new settings in xapp/config_watch.py"
+    assert names == HOT_RELOADABLE | RESTART_REQUIRED, "declare new settings hot (xapp.config.hot) or not"
     # what the deployment issue names explicitly
     assert {"deadline_ms", "max_deadline_ms", "strategy", "mdp", "min_score"} <= HOT_RELOADABLE
     assert {"model", "quantization", "grpc_port", "http_port", "chroma_mode", "data_dir"} <= RESTART_REQUIRED
@@ -396,7 +396,8 @@ def test_watcher_from_environment(tmp_path: Path) -> None:
 
 
 def test_descriptor_extension_updates_a_running_grpc_server(tmp_path: Path) -> None:
-    """A real ArgoServer on a free port: a hot change reaches servicer, pipeline hook and log level."""
+    """A real ArgoServer on a free port: a hot change reaches, through its apply_settings, the servicer, the
+    pipeline's update hook and the log level."""
     from xapp.config_watch import descriptor_extension
     from xapp.server.app import ArgoServer
 
@@ -409,7 +410,7 @@ def test_descriptor_extension_updates_a_running_grpc_server(tmp_path: Path) -> N
         def __init__(self) -> None:
             self.seen: list[Settings] = []
 
-        async def update_settings(self, settings: Settings) -> None:
+        def update_settings(self, settings: Settings) -> None:
             self.seen.append(settings)
 
     async def scenario() -> None:

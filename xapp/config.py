@@ -28,6 +28,17 @@ def default_data_dir() -> Path:
     return Path(base) / "argo-xapp"
 
 
+# Field metadata of a setting a running xApp applies at once (``ArgoServer.apply_settings``): the pipeline and
+# the servicer read it per request, the policy re-solves its thresholds, the log level is a logger's. Every
+# other setting decides which engine, store, sockets or exporters exist and needs a restart.
+HOT = {"reload": "hot"}
+
+
+def hot(default: Any) -> Any:
+    """The default of a hot-reloadable setting (see ``HOT``)."""
+    return field(default=default, metadata=HOT)
+
+
 @dataclass(frozen=True)
 class MDPParams:
     """ARGO's MDP over information progress U ∈ [0, u_max] (see ``xapp.policy.mdp``)."""
@@ -73,11 +84,11 @@ class Settings:
     chroma_host: str = "localhost"
     chroma_port: int = 8000
     collection: str = "oran"
-    top_k: int = 4
-    min_score: float = 0.25  # similarity below which a passage is not counted as new information
+    top_k: int = hot(4)
+    min_score: float = hot(0.25)  # similarity below which a passage is not counted as new information
     # The LLM sees evidence only when the best passage is at least this similar to the question: evidence
     # from documents that do not hold the answer cost ORAN-Bench accuracy (docs/performance.md).
-    evidence_min_score: float = 0.70
+    evidence_min_score: float = hot(0.70)
     # --- model ---------------------------------------------------------------------------------
     model: str = ""  # empty: the offline default (Qwen2.5-Coder-1.5B-Instruct); see xapp.llm.models
     quantization: str = (
@@ -91,34 +102,34 @@ class Settings:
     llm_url: str = ""
     # The served model's tokenizer and chat template for llm_url (a folder or hub id); empty: the model setting
     llm_tokenizer: str = ""
-    max_tokens_decompose: int = 32
-    max_tokens_reason: int = 64
-    max_tokens_synthesize: int = 192  # an upper bound: the planner derives each call's cap from the time left
-    temperature: float = 0.0
+    max_tokens_decompose: int = hot(32)
+    max_tokens_reason: int = hot(64)
+    max_tokens_synthesize: int = hot(192)  # an upper bound: the planner derives each call's cap from the time left
+    temperature: float = hot(0.0)
     # --- ARGO loop -----------------------------------------------------------------------------
-    strategy: str = "mdp"
-    max_steps: int = 4
-    fixed_k: int = 2
-    seed: int = 0
-    mdp: MDPParams = field(default_factory=MDPParams)
+    strategy: str = hot("mdp")
+    max_steps: int = hot(4)
+    fixed_k: int = hot(2)
+    seed: int = hot(0)
+    mdp: MDPParams = field(default_factory=MDPParams, metadata=HOT)
     # --- deadlines -----------------------------------------------------------------------------
-    deadline_ms: int = 1000  # default when the caller gives none
-    max_deadline_ms: int = 1000  # cap on any deadline (O-RAN near-RT loop: ≤ 1 s)
-    safety_margin_ms: int = 20  # kept back for serialisation and transport
+    deadline_ms: int = hot(1000)  # default when the caller gives none
+    max_deadline_ms: int = hot(1000)  # cap on any deadline (O-RAN near-RT loop: ≤ 1 s)
+    safety_margin_ms: int = hot(20)  # kept back for serialisation and transport
     # --- serving -------------------------------------------------------------------------------
     grpc_port: int = 50051
     http_port: int = 8080
     max_concurrency: int = 8
-    grace_period_s: float = 5.0
-    max_question_chars: int = 2000
-    max_options: int = 8
-    max_option_chars: int = 500
+    grace_period_s: float = hot(5.0)
+    max_question_chars: int = hot(2000)
+    max_options: int = hot(8)
+    max_option_chars: int = hot(500)
     # --- telemetry -----------------------------------------------------------------------------
     otlp_endpoint: str = ""  # empty: OTEL_EXPORTER_OTLP_* decide; none set means no export
     # Questions and sub-queries may carry operator data: spans carry their length only, unless this is on.
-    trace_text: bool = False
+    trace_text: bool = hot(False)
     log_format: str = "auto"  # json, console or auto (console on a terminal)
-    log_level: str = "INFO"
+    log_level: str = hot("INFO")
 
     def validate(self) -> Settings:
         if self.strategy not in STRATEGIES:
@@ -161,6 +172,11 @@ class Settings:
 
 # --------------------------------------------------------------------------------------------------
 # Loading: defaults < descriptor controls < environment < flags
+
+
+#: Settings a running xApp takes over at once, and those that need a restart (declared on each field).
+HOT_SETTINGS: frozenset[str] = frozenset(f.name for f in fields(Settings) if f.metadata.get("reload") == "hot")
+RESTART_SETTINGS: frozenset[str] = frozenset(f.name for f in fields(Settings)) - HOT_SETTINGS
 
 
 def _coerce(name: str, current: Any, value: Any) -> Any:

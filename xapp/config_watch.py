@@ -10,6 +10,9 @@ precedence defaults < descriptor < environment < flags still holds), and then:
 * when settings that need a restart changed too (model, quantization, ports, Chroma, data directory ...),
   logs a warning naming them, keeps their running values, and still applies the hot part;
 * when the new file is unreadable or invalid, logs an error and keeps the running settings.
+
+Which settings apply live is declared on each setting (``xapp.config.hot``); applying them is the server's
+job (``ArgoServer.apply_settings``): the watcher only polls and calls back.
 """
 
 from __future__ import annotations
@@ -24,66 +27,26 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from xapp.config import MDPParams, Settings, descriptor_path, load_settings
+from xapp.config import HOT_SETTINGS, RESTART_SETTINGS, MDPParams, Settings, descriptor_path, load_settings
 from xapp.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: Settings a running service can take over at once: the pipeline reads them per request, the policy re-solves
-#: its thresholds (cached, off the hot path), the log level is a logger setting.
-HOT_RELOADABLE: frozenset[str] = frozenset(
-    {
-        "top_k",
-        "min_score",
-        "evidence_min_score",
-        "max_tokens_decompose",
-        "max_tokens_reason",
-        "max_tokens_synthesize",
-        "temperature",
-        "strategy",
-        "max_steps",
-        "fixed_k",
-        "seed",
-        "mdp",
-        "deadline_ms",
-        "max_deadline_ms",
-        "safety_margin_ms",
-        "grace_period_s",
-        "max_question_chars",
-        "max_options",
-        "max_option_chars",
-        "log_level",
-        "trace_text",
-    }
-)
-
-#: Settings fixed at start-up: they decide which engine, store, sockets and exporters exist.
-RESTART_REQUIRED: frozenset[str] = frozenset(
-    {
-        "data_dir",
-        "chroma_mode",
-        "chroma_host",
-        "chroma_port",
-        "collection",
-        "model",
-        "quantization",
-        "kv_cache_gib",
-        "max_model_len",
-        "gpu_memory_utilization",
-        "llm",
-        "llm_url",
-        "llm_tokenizer",
-        "grpc_port",
-        "http_port",
-        "max_concurrency",
-        "otlp_endpoint",
-        "log_format",
-    }
-)
+# What applies live is declared on each setting (``xapp.config.hot``); these are the two sets.
+HOT_RELOADABLE = HOT_SETTINGS
+RESTART_REQUIRED = RESTART_SETTINGS
 
 Callback = Callable[[Settings], Awaitable[None] | None]
+
+
+class Reloadable(Protocol):
+    """What the watcher drives: the running settings and the one place that applies new ones (the server)."""
+
+    settings: Settings
+
+    def apply_settings(self, new: Settings) -> None: ...
 
 
 def changed_settings(old: Settings, new: Settings) -> list[str]:
@@ -295,33 +258,14 @@ def descriptor_extension(
 ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[DescriptorWatcher | None]]:
     """A server extension (``xapp.server.app.serve_async(extensions=[...])``) that watches the descriptor.
 
-    Does nothing when neither ``CONFIG_FILE`` nor ``XAPP_DESCRIPTOR_PATH`` is set. On a hot change it hands
-    the new settings to the server and its servicer (read per request: deadlines, safety margin, input
-    limits), to the pipeline when it has ``update_settings`` (strategy, MDP, caps, thresholds), and applies
-    ``log_level``. ``flags`` are the command-line values the server was started with.
+    Does nothing when neither ``CONFIG_FILE`` nor ``XAPP_DESCRIPTOR_PATH`` is set. On a hot change it calls
+    the server's ``apply_settings``. ``flags`` are the command-line values the server was started with.
     """
 
     @contextlib.asynccontextmanager
-    async def extension(server: Any) -> AsyncIterator[DescriptorWatcher | None]:
-        async def apply(new: Settings) -> None:
-            old: Settings = server.settings
-            servicer = getattr(server, "servicer", None)
-            pipeline = getattr(servicer, "pipeline", None)
-            update = getattr(pipeline, "update_settings", None)
-            if callable(update):  # first: if the pipeline refuses, nothing has changed yet
-                outcome = update(new)
-                if inspect.isawaitable(outcome):
-                    await outcome
-            server.settings = new
-            if servicer is not None:
-                servicer.settings = new
-            if new.log_level != old.log_level:
-                from xapp.telemetry.logging import set_log_level
-
-                set_log_level(new.log_level)
-
+    async def extension(server: Reloadable) -> AsyncIterator[DescriptorWatcher | None]:
         watcher = DescriptorWatcher.from_environment(
-            server.settings, apply, flags=flags, environ=environ, interval_s=interval_s
+            server.settings, server.apply_settings, flags=flags, environ=environ, interval_s=interval_s
         )
         if watcher is None:
             yield None

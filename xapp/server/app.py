@@ -26,7 +26,7 @@ from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp.config import Settings
 from xapp.server.health import SERVICE, HealthMonitor
 from xapp.server.service import ArgoServicer, Pipeline, add_to_server, in_flight
-from xapp.telemetry.logging import get_logger
+from xapp.telemetry.logging import get_logger, set_log_level
 
 log = get_logger(__name__)
 
@@ -55,6 +55,18 @@ class ArgoServer:
         self.port = 0
         self.serving = False
         self._stopped = False
+
+    def apply_settings(self, new: Settings) -> None:
+        """Hot reload: take over ``new``, whose settings that need a restart are the running ones (the
+        descriptor watcher keeps them). The pipeline first — if it refuses, nothing has changed — then what the
+        servicer reads per request, then the log level."""
+        old = self.settings
+        if self.servicer.pipeline is not None:
+            self.servicer.pipeline.update_settings(new)
+        self.settings = new
+        self.servicer.settings = new
+        if new.log_level != old.log_level:
+            set_log_level(new.log_level)
 
     @property
     def server(self) -> grpc.aio.Server:

@@ -60,6 +60,8 @@ class Pipeline(Protocol):
 
     def health(self) -> Mapping[str, bool]: ...
 
+    def update_settings(self, settings: Settings) -> None: ...
+
 
 class PipelineOverran(Exception):
     pass
