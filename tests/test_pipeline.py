@@ -339,3 +339,14 @@ def test_template_answer_leads_with_the_answering_sentence_in_plain_text() -> No
     assert text.startswith("E2 termination listens on port 36422 over SCTP")
     assert "**" not in text and "``" not in text and "|" not in text and not text.endswith(":")
     assert sources[0] == "b.md"
+
+
+def test_degenerate_llm_sub_queries_are_recognised() -> None:
+    from xapp.components.decomposer import degenerate
+
+    assert degenerate("The E-R-C-I-I-I-I-I-I")
+    assert degenerate("RIC RIC RIC RIC xApp")
+    assert degenerate("aaaaaaaaaa")
+    assert not degenerate("E2 termination SCTP port 36422")
+    assert not degenerate("near-RT RIC xApp subscription manager REST API")
+    assert not degenerate("3GPP TS 38.401 F1AP")

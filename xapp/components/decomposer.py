@@ -45,6 +45,17 @@ def template_subqueries(question: Question) -> list[str]:
     return unique
 
 
+_STUTTER = re.compile(r"(.{1,4}?)\1{4,}")  # "E-R-C-I-I-I-I-I", "RICRICRICRIC…"
+
+
+def degenerate(query: str) -> bool:
+    """A sub-query a small model wrote while looping: a short unit repeated, or mostly repeated words."""
+    if _STUTTER.search(query):
+        return True
+    words = [w.lower() for w in query.split()]
+    return len(words) >= 4 and len(set(words)) <= len(words) / 2
+
+
 class Decomposer:
     def __init__(self, llm: LLM | None) -> None:
         self.llm = llm
@@ -82,6 +93,8 @@ class Decomposer:
             cause, detail = Cause.UNUSABLE_OUTPUT, "LLM sub-query has no search terms"
         elif query.lower() in self.asked(history):
             cause, detail = Cause.UNUSABLE_OUTPUT, "LLM repeated a searched query"
+        elif degenerate(query):
+            cause, detail = Cause.UNUSABLE_OUTPUT, "LLM sub-query repeats itself"
         else:
             return ComponentResult(query, PathKind.LLM, usage_of(gen))
         result = fell_back(DECOMPOSER, cause, detail, self.template(question, history))
