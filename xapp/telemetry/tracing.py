@@ -355,8 +355,9 @@ def annotate_answer(answer: Any, span: trace.Span | None = None, *, include_text
     values: dict[str, Any] = {
         attrs.STRATEGY: answer.strategy,
         attrs.PATH: answer.path.value,
-        attrs.DEADLINE_MS: float(answer.deadline_ms),
-        attrs.ELAPSED_MS: float(answer.elapsed_ms),
+        # Rounded as the reply rounds them (to 0.1 ms), so that the trace and the reply agree.
+        attrs.DEADLINE_MS: round(float(answer.deadline_ms), 1),
+        attrs.ELAPSED_MS: round(float(answer.elapsed_ms), 1),
         attrs.DEADLINE_MISSED: bool(answer.deadline_ms > 0 and answer.elapsed_ms > answer.deadline_ms),
         attrs.STEPS: len(answer.steps),
         attrs.GEN_AI_USAGE_INPUT_TOKENS: int(answer.prompt_tokens),
