@@ -253,7 +253,8 @@ def test_a_deadline_aborts_the_request_on_the_server(remote: RemoteLLM, vllm_ser
     gen = run(remote.generate(MESSAGES, max_tokens=1900, deadline=t0 + 0.4))
     assert gen.aborted and gen.finish_reason == "deadline"
     assert 0 < gen.completion_tokens < 1900
-    assert gen.total_s < 0.4 + 0.1
+    # Returned at the deadline, not after 1900 tokens (seconds); the slack is the event loop's on a shared host.
+    assert gen.total_s < 0.4 + 0.3
     assert remote.num_unfinished_requests() == 0
     # Nothing left on the server: not running, not waiting, and it has stopped generating tokens.
     assert vllm_server.idle(timeout=1.0), vllm_server.metrics()
@@ -298,9 +299,10 @@ def test_the_cost_model_learns_the_remote_latency(vllm_server: VLLMServer, tiny_
             for _ in range(4):
                 gen = await pipeline.llm.generate(MESSAGES, max_tokens=8, deadline=time.monotonic() + 30)
                 per_token.append((gen.total_s - gen.ttft_s) / (gen.completion_tokens - 1))
+            after = pipeline.costs.decode_s
             answer = await pipeline.answer(Question("Which RIC hosts xApps?", ("non-RT RIC", "near-RT RIC")),
                                            deadline=time.monotonic() + 5)
-            return calibrated, before, pipeline.costs.decode_s, per_token, answer
+            return calibrated, before, after, per_token, answer
 
     calibrated, before, after, per_token, answer = run(measure())
     # Calibrated from the server, not the priors (prefill 4 ms/token, decode 80 ms/token, overhead 30 ms):
