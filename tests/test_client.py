@@ -153,3 +153,22 @@ def test_client_installs_alone_in_a_fresh_venv_and_answers(target: str, tmp_path
     assert result["answer"] and result["path"] == "template"
     assert set(result["modules"]) <= {"xapp", "xapp.client", "xapp._proto", "xapp._proto.argo", "xapp._proto.argo.v1",
                                       "xapp._proto.argo.v1.argo_pb2", "xapp._proto.argo.v1.argo_pb2_grpc"}, result
+
+
+def test_ask_over_grpc_follows_the_same_deadline_rules(target: str, tmp_path: Path) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "ARGO_DATA_DIR": str(tmp_path)}
+        command = [sys.executable, "-m", "xapp", "ask", QUESTION, "--server", target, *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+
+    import json
+
+    capped = cli("--strategy", "template", "--deadline-ms", "120000", "--json")
+    assert capped.returncode == 0 and capped.stderr == "", capped.stderr
+    doc = json.loads(capped.stdout)
+    assert doc["deadline_note"] == "deadline 120000 ms capped to max_deadline_ms 1000 ms"
+    assert doc["requested_deadline_ms"] == 120000 and doc["deadline_ms"] <= 1000
+    text = cli("--strategy", "template", "--deadline-ms", "120000")
+    assert "Deadline: deadline 120000 ms capped to max_deadline_ms 1000 ms" in text.stdout
+    zero = cli("--deadline-ms", "0")  # an error here as locally, not "the server default"
+    assert zero.returncode == 2 and "--deadline-ms must be > 0" in zero.stderr
