@@ -238,3 +238,48 @@ def test_choose_past_its_deadline_is_aborted_and_leaves_nothing_running(llm_engi
 def test_choose_refuses_labels_that_are_not_one_token(llm_engine, run) -> None:
     with pytest.raises(ValueError, match="not one"):
         run(llm_engine.choose(MESSAGES, ["1", "near-RT RIC controller"], deadline=far()))
+
+
+_SPECULATING_ENGINE = """
+import asyncio, json, sys, time
+from pathlib import Path
+from xapp.llm.engine import EngineConfig, VLLMEngine
+
+async def main() -> None:
+    config = EngineConfig(model=sys.argv[1], data_dir=Path(sys.argv[2]), kv_cache_gib=0.25, ngram_speculation=3)
+    async with VLLMEngine.start(config) as engine:
+        messages = [{"role": "user", "content": "Options: A. E2 B. A1 C. O1. Reply with the letter."}]
+        choice = await engine.choose(messages, ["A", "B", "C"], deadline=time.monotonic() + 60)
+        pieces = []
+        gen = await engine.generate(messages, max_tokens=12, deadline=time.monotonic() + 60, on_text=pieces.append)
+        print("RESULT " + json.dumps({"p": choice.probabilities, "aborted": choice.aborted, "tokens": gen.completion_tokens,
+                          "joined": "".join(pieces) == gen.text, "left": engine.num_unfinished_requests()}),
+              flush=True)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_an_engine_with_ngram_speculation_still_chooses_and_streams(tiny_w8a8_dir: Path, tmp_path: Path) -> None:
+    """Its own process (one engine per process): vLLM returns no logprob_token_ids while speculating, so the
+    choice comes from the top-k log-probabilities."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "speculating.py"
+    script.write_text(_SPECULATING_ENGINE)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tiny_w8a8_dir), str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert result, done.stdout[-2000:] + done.stderr[-2000:]
+    out = json.loads(result[-1].removeprefix("RESULT "))
+    assert not out["aborted"] and len(out["p"]) == 3 and sum(out["p"]) == pytest.approx(1.0, abs=1e-6)
+    assert out["tokens"] == 12 and out["joined"] and out["left"] == 0

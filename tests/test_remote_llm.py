@@ -31,7 +31,8 @@ import pytest
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp.client import SyncArgoClient
-from xapp.llm.remote import RemoteConfig, RemoteLLM, label_probabilities
+from xapp.llm.base import label_probabilities
+from xapp.llm.remote import RemoteConfig, RemoteLLM
 
 pytestmark = pytest.mark.slow
 

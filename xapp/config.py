@@ -102,6 +102,9 @@ class Settings:
     llm_url: str = ""
     # The served model's tokenizer and chat template for llm_url (a folder or hub id); empty: the model setting
     llm_tokenizer: str = ""
+    # In-process engine: tokens n-gram prompt lookup proposes per decode step (0: off); answers that copy from
+    # their evidence decode faster (docs/engine.md)
+    ngram_speculation: int = 0
     max_tokens_decompose: int = hot(32)
     max_tokens_reason: int = hot(64)
     max_tokens_synthesize: int = hot(192)  # an upper bound: the planner derives each call's cap from the time left
@@ -142,6 +145,8 @@ class Settings:
             raise ConfigError("top_k must be >= 1")
         if self.max_steps < 1:
             raise ConfigError("max_steps must be >= 1")
+        if not 0 <= self.ngram_speculation <= 8:
+            raise ConfigError(f"ngram_speculation must be in 0..8 tokens, got {self.ngram_speculation}")
         if self.max_concurrency < 1:
             raise ConfigError("max_concurrency must be >= 1")
         if not 1 <= self.max_options <= MAX_OPTIONS:

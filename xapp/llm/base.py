@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from xapp.errors import EngineUnavailable
 
 # Receives each new piece of a reply's text as the LLM generates it (one or more tokens).
 TextCallback = Callable[[str], None]
@@ -74,3 +77,27 @@ class LLM(Protocol):
         ...
 
     def num_unfinished_requests(self) -> int: ...
+
+
+def label_probabilities(top: dict[int, float], ids: Sequence[int], *, exact: bool) -> tuple[float, ...]:
+    """Each label's probability as the first token, renormalised over the labels.
+
+    ``top``: token id → log-probability as the engine returned them. ``exact``: they include every label
+    (``logprob_token_ids``). Otherwise they are the top-k: a missing label gets an equal share of the mass the
+    top-k leave, capped at the smallest returned probability (it ranked below all of them).
+    """
+    logps = [top.get(i, -math.inf) for i in ids]
+    if not exact:
+        missing = [k for k, lp in enumerate(logps) if not math.isfinite(lp)]
+        if missing:
+            probs = [math.exp(lp) for lp in top.values()]
+            share = max(1.0 - sum(probs), 0.0) / len(missing)
+            share = min(share, min(probs, default=1.0))
+            for k in missing:
+                logps[k] = math.log(share) if share > 0 else -math.inf
+    best = max(logps)
+    if not math.isfinite(best):
+        raise EngineUnavailable("the LLM returned no log-probability for any option label")
+    weights = [math.exp(lp - best) for lp in logps]
+    norm = sum(weights)
+    return tuple(w / norm for w in weights)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import math
 import os
 import shutil
 import tempfile
@@ -31,7 +30,7 @@ from typing import Any
 
 from xapp.config import Settings
 from xapp.errors import EngineUnavailable
-from xapp.llm.base import LLM, Choice, Generation, Message, TextCallback
+from xapp.llm.base import LLM, Choice, Generation, Message, TextCallback, label_probabilities
 from xapp.llm.models import ResolvedModel, resolve_model
 from xapp.telemetry.logging import get_logger
 
@@ -48,6 +47,11 @@ CPU_MULTIPROCESSING_DEFAULT = False
 # vLLM-CPU's default KV block is 128 tokens, and the prefix cache reuses whole blocks only: a shared system
 # prompt shorter than 128 tokens was never reused. 32 is the smallest block its attention kernel takes.
 CPU_BLOCK_SIZE = 32
+# n-gram speculation looks the last 2-4 generated tokens up in the prompt and proposes what followed them.
+NGRAM_MIN, NGRAM_MAX = 2, 4
+# With speculation vLLM returns no logprob_token_ids: the option choice reads the top-k instead, which holds
+# the option letters whenever the model means to answer with one (the rest share what the top-k leave).
+TOP_LOGPROBS = 20
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class EngineConfig:
     default_int8: bool | None = None  # serve the offline default as W8A8; None: on CPU only
     block_size: int | None = None  # KV block = prefix-cache granularity; None: CPU_BLOCK_SIZE on CPU
     cpu_threads: int | None = None  # in-process CPU engine: None → OMP_NUM_THREADS, else one per core
+    ngram_speculation: int = 0  # tokens proposed per step by n-gram prompt lookup; 0: no speculation
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> EngineConfig:
@@ -81,6 +86,7 @@ class EngineConfig:
             temperature=settings.temperature,
             max_num_seqs=max(4, settings.max_concurrency),
             seed=settings.seed,
+            ngram_speculation=settings.ngram_speculation,
         )
         values.update(overrides)
         return cls(**values)
@@ -166,6 +172,14 @@ def engine_args(config: EngineConfig, model: ResolvedModel, *, is_cpu: bool) -> 
         download_dir=str(config.models_dir / "hub"),
         use_tqdm_on_load=os.environ.get("TQDM_DISABLE", "") not in ("1", "true", "True"),
     )
+    if config.ngram_speculation > 0:
+        # Prompt lookup: answers that copy from their evidence decode several tokens per step (docs/engine.md).
+        kwargs["speculative_config"] = {
+            "method": "ngram",
+            "num_speculative_tokens": config.ngram_speculation,
+            "prompt_lookup_min": NGRAM_MIN,
+            "prompt_lookup_max": NGRAM_MAX,
+        }
     block_size = config.block_size or (CPU_BLOCK_SIZE if is_cpu else None)
     if block_size:
         kwargs["block_size"] = block_size
@@ -435,7 +449,8 @@ class VLLMEngine:
 
     async def choose(self, messages: Sequence[Message], labels: Sequence[str], *, deadline: float) -> Choice:
         """One prefill and one sampled token; vLLM returns the log-probabilities of exactly the label tokens
-        (``logprob_token_ids``, over the whole vocabulary), renormalised here over the labels."""
+        (``logprob_token_ids``, over the whole vocabulary) — or, with n-gram speculation, which does not return
+        those, of the top ``TOP_LOGPROBS`` — renormalised here over the labels."""
         from vllm.sampling_params import SamplingParams
 
         started = time.monotonic()
@@ -443,20 +458,22 @@ class VLLMEngine:
         prompt = self._checked_prompt(messages)
         if deadline <= started:
             return Choice((), len(prompt), 0.0, aborted=True)
-        params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids, detokenize=False)
+        exact = self._config.ngram_speculation <= 0
+        if exact:
+            params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids, detokenize=False)
+        else:
+            params = SamplingParams(max_tokens=1, temperature=0.0, logprobs=TOP_LOGPROBS, detokenize=False)
         state = await self._run(prompt, params, deadline, started)
         total = time.monotonic() - started
         if state.finish_reason == "deadline" or not state.logprobs:
             return Choice((), len(prompt), total, aborted=True, cached_tokens=state.cached_tokens)
-        first = state.logprobs[0]
-        logps = [float(first[i].logprob) if i in first else -math.inf for i in ids]
-        top = max(logps)
-        if not math.isfinite(top):
-            raise EngineUnavailable("the engine returned no log-probability for any option label")
-        weights = [math.exp(lp - top) for lp in logps]
-        norm = sum(weights)
+        top = {int(token): float(lp.logprob) for token, lp in state.logprobs[0].items()}
         return Choice(
-            tuple(w / norm for w in weights), len(prompt), total, aborted=False, cached_tokens=state.cached_tokens
+            label_probabilities(top, ids, exact=exact),
+            len(prompt),
+            total,
+            aborted=False,
+            cached_tokens=state.cached_tokens,
         )
 
     # -- extras for readiness probes and benches ------------------------------------------------

@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ import httpx
 
 from xapp.config import Settings
 from xapp.errors import EngineUnavailable
-from xapp.llm.base import LLM, Choice, Generation, Message, TextCallback
+from xapp.llm.base import LLM, Choice, Generation, Message, TextCallback, label_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -393,30 +392,6 @@ class RemoteLLM:
             return await self._run(self._body(prompt, logprobs=TOP_LOGPROBS, **common), deadline, started)
         except _Refused as exc:
             raise EngineUnavailable(f"the LLM server refused the option choice: {exc}") from exc
-
-
-def label_probabilities(top: dict[int, float], ids: Sequence[int], *, exact: bool) -> tuple[float, ...]:
-    """Each label's probability as the first token, renormalised over the labels.
-
-    ``top``: token id → log-probability as the server returned them. ``exact``: they include every label
-    (``logprob_token_ids``). Otherwise they are the top-k: a missing label gets an equal share of the mass the
-    top-k leave, capped at the smallest returned probability (it ranked below all of them).
-    """
-    logps = [top.get(i, -math.inf) for i in ids]
-    if not exact:
-        missing = [k for k, lp in enumerate(logps) if not math.isfinite(lp)]
-        if missing:
-            probs = [math.exp(lp) for lp in top.values()]
-            share = max(1.0 - sum(probs), 0.0) / len(missing)
-            share = min(share, min(probs, default=1.0))
-            for k in missing:
-                logps[k] = math.log(share) if share > 0 else -math.inf
-    best = max(logps)
-    if not math.isfinite(best):
-        raise EngineUnavailable("the LLM server returned no log-probability for any option label")
-    weights = [math.exp(lp - best) for lp in logps]
-    norm = sum(weights)
-    return tuple(w / norm for w in weights)
 
 
 class _Refused(Exception):
