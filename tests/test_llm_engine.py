@@ -252,9 +252,9 @@ async def main() -> None:
         choice = await engine.choose(messages, ["A", "B", "C"], deadline=time.monotonic() + 60)
         pieces = []
         gen = await engine.generate(messages, max_tokens=12, deadline=time.monotonic() + 60, on_text=pieces.append)
-        print("RESULT " + json.dumps({"p": choice.probabilities, "aborted": choice.aborted, "tokens": gen.completion_tokens,
-                          "joined": "".join(pieces) == gen.text, "left": engine.num_unfinished_requests()}),
-              flush=True)
+        out = {"p": choice.probabilities, "aborted": choice.aborted, "tokens": gen.completion_tokens,
+               "joined": "".join(pieces) == gen.text, "left": engine.num_unfinished_requests()}
+        print("RESULT " + json.dumps(out), flush=True)
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -101,6 +101,9 @@ def test_progress_follows_the_evidence_and_the_loop_stops_when_a_search_adds_not
         assert step.progress_after - step.progress_before == pytest.approx(expected)
     if answer.steps[-1].progress_after == answer.steps[-1].progress_before:
         assert all(s.progress_after > s.progress_before for s in answer.steps[:-1])
+    # The fixed-k baseline keeps its contract: exactly k retrievals, stale or not.
+    fixed = _answer(ArgoPipeline(settings.replace(fixed_k=4), builtin_kb, llm=None), OTIC, "fixed-k", 5.0)
+    assert len(fixed.steps) == 4
 
 
 def test_tight_deadline_still_answers_before_it(template_pipeline: ArgoPipeline) -> None:

@@ -272,7 +272,8 @@ class ArgoPipeline:
             run.steps.append(step)
             if on_step is not None:
                 on_step(step)
-            if step.action is Action.RETRIEVE and step.progress_after <= step.progress_before:
+            stale = step.action is Action.RETRIEVE and step.progress_after <= step.progress_before
+            if stale and strat.stops_when_stale:
                 break  # the search brought nothing new: more of the same would only spend the budget
         return await self._finish(run, name)
 

@@ -27,6 +27,9 @@ class LoopState:
 class Strategy(Protocol):
     name: str
     uses_llm: bool
+    # The loop ends after a retrieval that brought nothing new (progress stayed): true for every strategy but
+    # the fixed-k baseline, whose contract is exactly k retrievals.
+    stops_when_stale: bool
 
     def decide(self, state: LoopState) -> Action: ...
 
@@ -37,6 +40,7 @@ class MDPStrategy:
     theta_star: float
     name: str = "mdp"
     uses_llm: bool = True
+    stops_when_stale: bool = True
 
     def decide(self, state: LoopState) -> Action:
         if state.progress >= self.theta_star:
@@ -53,6 +57,7 @@ class FixedKStrategy:
     k: int
     name: str = "fixed-k"
     uses_llm: bool = True
+    stops_when_stale: bool = False
 
     def decide(self, state: LoopState) -> Action:
         return Action.RETRIEVE if state.retrieves < self.k else Action.TERMINATE
@@ -66,6 +71,7 @@ class AlwaysStrategy:
     theta_star: float
     name: str
     uses_llm: bool = True
+    stops_when_stale: bool = True
 
     def decide(self, state: LoopState) -> Action:
         return Action.TERMINATE if state.progress >= self.theta_star else self.action
@@ -78,6 +84,7 @@ class RandomStrategy:
     rng: random.Random
     name: str = "random"
     uses_llm: bool = True
+    stops_when_stale: bool = True
 
     def decide(self, state: LoopState) -> Action:
         return self.rng.choice((Action.RETRIEVE, Action.REASON, Action.TERMINATE))
@@ -90,6 +97,7 @@ class TemplateStrategy:
     theta_star: float
     name: str = "template"
     uses_llm: bool = False
+    stops_when_stale: bool = True
 
     def decide(self, state: LoopState) -> Action:
         return Action.TERMINATE if state.progress >= self.theta_star else Action.RETRIEVE
