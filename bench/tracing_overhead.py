@@ -10,7 +10,7 @@ Three tracing configurations alternate in blocks, in a rotating order, inside ea
   no-export  the SDK records spans but no exporter is configured (the default without an endpoint)
   otlp       the SDK with the batch processor exporting over OTLP/gRPC to a receiver in another process
 
-Switching is instant (``TracingHandle.activate``); the otlp provider lives for the whole run, so its
+Switching is instant (``xapp.bench.tracer_switch.activate``); the otlp provider lives for the whole run, so its
 background exports happen while requests are measured, as in production. At the end of each otlp block
 the remaining spans are flushed, and that flush is charged to the block (``cost per request`` = block wall
 time including the flush ÷ requests). Overhead is reported on the median latency and on the cost per
@@ -39,10 +39,12 @@ import grpc
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
+from xapp.bench.tracer_switch import activate, setup_tracing
 from xapp.config import Settings
 from xapp.server.app import ArgoServer
+from xapp.telemetry.interceptor import TelemetryInterceptor
 from xapp.telemetry.metrics import default_metrics
-from xapp.telemetry.tracing import TelemetryInterceptor, TracingHandle, setup_tracing
+from xapp.telemetry.setup import TracingHandle
 
 REPO = Path(__file__).resolve().parent.parent
 MODES = ("off", "no-export", "otlp")
@@ -135,7 +137,7 @@ async def run_bench(args: argparse.Namespace, handles: dict[str, TracingHandle])
                     return (time.perf_counter() - t0) * 1000.0, reply.elapsed_ms, reply.path, len(reply.steps)
 
                 for mode in MODES:  # warm-up: caches, the latency estimator, each tracing path
-                    handles[mode].activate()
+                    activate(handles[mode])
                     for _ in range(args.warmup):
                         await ask()
                 handles["otlp"].force_flush(30)
@@ -143,7 +145,7 @@ async def run_bench(args: argparse.Namespace, handles: dict[str, TracingHandle])
                 for rnd in range(args.rounds):
                     order = MODES[rnd % 3 :] + MODES[: rnd % 3]
                     for mode in order:
-                        handles[mode].activate()
+                        activate(handles[mode])
                         block = Block(rnd, mode)
                         t0 = time.perf_counter()
                         for _ in range(args.per_round):
@@ -177,13 +179,13 @@ def span_tree_cost_us(handles: dict[str, TracingHandle], answers: int) -> dict[s
     from opentelemetry import trace
 
     from xapp.telemetry import attrs
-    from xapp.telemetry.tracing import span_from_grpc_metadata
+    from xapp.telemetry.propagation import extract_context
 
     tracer = trace.get_tracer(attrs.TRACER_NAME)
     metadata = (("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),)
     out: dict[str, float] = {}
     for mode in MODES:
-        handles[mode].activate()
+        activate(handles[mode])
         t0 = time.perf_counter()
         for i in range(answers):
             if mode == "otlp" and i % 40 == 39:
@@ -191,7 +193,7 @@ def span_tree_cost_us(handles: dict[str, TracingHandle], answers: int) -> dict[s
                 handles[mode].force_flush(30)
             server = tracer.start_span(
                 "argo.v1.ArgoService/Answer",
-                context=span_from_grpc_metadata(metadata),
+                context=extract_context(metadata),
                 kind=trace.SpanKind.SERVER,
                 attributes={
                     attrs.RPC_SYSTEM: "grpc",
@@ -206,7 +208,7 @@ def span_tree_cost_us(handles: dict[str, TracingHandle], answers: int) -> dict[s
                             {attrs.STRATEGY: "fixed-k", attrs.PROGRESS: step * 0.3, attrs.ACTION: "retrieve"}
                         )
                     with tracer.start_as_current_span(attrs.SPAN_DECOMPOSE) as span:
-                        span.set_attributes({attrs.PATH: "template", attrs.SUBQUERY: "E2 interface near-RT RIC"})
+                        span.set_attributes({attrs.PATH: "template", attrs.SUBQUERIES_CHARS: [24]})
                     with tracer.start_as_current_span(attrs.SPAN_RETRIEVE) as span:
                         span.set_attributes(
                             {attrs.DB_SYSTEM: "chroma", attrs.RETRIEVAL_TOP_K: 4, attrs.RETRIEVAL_HITS: 4}

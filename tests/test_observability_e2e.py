@@ -19,13 +19,14 @@ from otlp_receiver import OtlpReceiver, ReceivedSpan, ancestors
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
+from xapp.bench.tracer_switch import setup_tracing
 from xapp.config import Settings
 from xapp.server.app import ArgoServer
 from xapp.server.http import METRICS_PATH, http_extension
 from xapp.store.knowledge_base import KnowledgeBase
 from xapp.telemetry import attrs
+from xapp.telemetry.interceptor import TelemetryInterceptor
 from xapp.telemetry.metrics import Metrics, default_metrics
-from xapp.telemetry.tracing import TelemetryInterceptor, setup_tracing
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"

@@ -8,6 +8,9 @@ import asyncio
 import io
 import json
 import logging
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,21 +28,17 @@ from opentelemetry.trace import SpanKind, StatusCode
 from otlp_receiver import OtlpReceiver, ancestors
 
 import xapp
+from xapp.bench.tracer_switch import activate, setup_tracing
 from xapp.config import Settings
 from xapp.domain import Action, Answer, Cause, Component, Fallback, PathKind, Step, Usage
 from xapp.errors import ConfigError
 from xapp.server.http import ALIVE_PATH, METRICS_PATH, READY_PATH, HttpEndpoints, grpc_health_ready
 from xapp.telemetry import attrs
+from xapp.telemetry.interceptor import TelemetryInterceptor, annotate_answer
 from xapp.telemetry.logging import configure_logging, route_logger, set_log_level
 from xapp.telemetry.metrics import Metrics
-from xapp.telemetry.tracing import (
-    TelemetryInterceptor,
-    annotate_answer,
-    inject_grpc_metadata,
-    normalize_endpoint,
-    setup_tracing,
-    span_from_grpc_metadata,
-)
+from xapp.telemetry.propagation import extract_context, inject_metadata
+from xapp.telemetry.setup import normalize_endpoint
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
@@ -145,7 +144,7 @@ def test_shutdown_switches_tracing_off_and_setup_switches_it_back_on() -> None:
     assert [s.name for s in second.get_finished_spans()] == ["b"]
     assert handle.shutdown() is True  # idempotent
     with pytest.raises(RuntimeError):
-        handle.activate()
+        activate(handle)
 
 
 def test_handles_can_be_switched_in_one_process() -> None:
@@ -154,9 +153,9 @@ def test_handles_can_be_switched_in_one_process() -> None:
     off = setup_tracing(Settings(), environ={"OTEL_SDK_DISABLED": "true"})  # switches tracing off
     try:
         MODULE_TRACER.start_span("while-off").end()
-        on.activate()
+        activate(on)
         MODULE_TRACER.start_span("while-on").end()
-        off.activate()
+        activate(off)
         assert not MODULE_TRACER.start_span("off-again").is_recording()
     finally:
         on.shutdown()
@@ -168,7 +167,7 @@ def test_traceparent_in_grpc_metadata_makes_span_a_child_of_the_remote_caller(
     memory_tracing: InMemorySpanExporter,
 ) -> None:
     metadata = (("user-agent", "grpc-python"), ("traceparent", TRACEPARENT), ("tracestate", "ric=1"))
-    ctx = span_from_grpc_metadata(metadata)
+    ctx = extract_context(metadata)
     with (
         MODULE_TRACER.start_as_current_span("server", context=ctx, kind=SpanKind.SERVER),
         MODULE_TRACER.start_as_current_span(attrs.SPAN_POLICY),
@@ -186,7 +185,7 @@ def test_traceparent_in_grpc_metadata_makes_span_a_child_of_the_remote_caller(
 
 def test_missing_or_malformed_traceparent_starts_a_new_trace(memory_tracing: InMemorySpanExporter) -> None:
     for metadata in ((), (("traceparent", "00-zz-yy-01"),), None):
-        with MODULE_TRACER.start_as_current_span("root", context=span_from_grpc_metadata(metadata)):
+        with MODULE_TRACER.start_as_current_span("root", context=extract_context(metadata)):
             pass
     spans = memory_tracing.get_finished_spans()
     assert len(spans) == 3
@@ -197,7 +196,7 @@ def test_missing_or_malformed_traceparent_starts_a_new_trace(memory_tracing: InM
 
 def test_inject_then_extract_round_trips_the_current_context(memory_tracing: InMemorySpanExporter) -> None:
     with MODULE_TRACER.start_as_current_span("client") as span:
-        metadata = inject_grpc_metadata([("x-request-id", "1")])
+        metadata = inject_metadata([("x-request-id", "1")])
     assert metadata[0] == ("x-request-id", "1")
     traceparent = dict(metadata)["traceparent"]
     version, trace_id, span_id, flags = traceparent.split("-")
@@ -207,7 +206,7 @@ def test_inject_then_extract_round_trips_the_current_context(memory_tracing: InM
         f"{span.get_span_context().span_id:016x}",
     )
     assert int(flags, 16) & 1  # sampled
-    ctx = span_from_grpc_metadata(metadata)
+    ctx = extract_context(metadata)
     assert trace.get_current_span(ctx).get_span_context().span_id == span.get_span_context().span_id
 
 
@@ -244,6 +243,36 @@ def test_no_endpoint_means_no_exporter_and_sdk_disabled_means_no_provider() -> N
     none.shutdown()
 
 
+def test_the_servers_setup_sets_the_global_provider_once_and_leaves_a_foreign_one_alone() -> None:
+    # A fresh process: the API's global provider can be set only once, and this one must stay unset.
+    script = textwrap.dedent(
+        """
+        import logging
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from xapp.config import Settings
+        from xapp.telemetry.setup import setup_tracing
+
+        logging.basicConfig(level=logging.WARNING)
+        early = trace.get_tracer("xapp")  # module-level, before any provider
+        exported = InMemorySpanExporter()
+        handle = setup_tracing(Settings(), environ={}, span_processors=[SimpleSpanProcessor(exported)])
+        assert trace.get_tracer_provider() is handle.provider
+        early.start_span("recorded").end()
+        second = setup_tracing(Settings(), environ={})  # refused: the first stays
+        assert trace.get_tracer_provider() is handle.provider
+        second.shutdown()
+        assert handle.shutdown() is True
+        assert [s.name for s in exported.get_finished_spans()] == ["recorded"]
+        print("OK")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "OK", done.stderr
+    assert "a global tracer provider is already set (TracerProvider)" in done.stderr
+
+
 def test_endpoint_resolution_and_bad_configuration() -> None:
     assert normalize_endpoint("jaeger:4317") == "http://jaeger:4317"
     assert normalize_endpoint("https://otel.example:4317") == "https://otel.example:4317"
@@ -278,7 +307,7 @@ def test_spans_reach_a_real_otlp_receiver_on_shutdown_flush() -> None:
             environ={"POD_NAME": "pod-1", "POD_NAMESPACE": "ricxapp"},
         )
         assert handle.exporter == "otlp"
-        ctx = span_from_grpc_metadata([("traceparent", TRACEPARENT)])
+        ctx = extract_context([("traceparent", TRACEPARENT)])
         with (
             MODULE_TRACER.start_as_current_span("argo.v1.ArgoService/Answer", context=ctx, kind=SpanKind.SERVER),
             MODULE_TRACER.start_as_current_span(attrs.SPAN_SYNTHESIZE) as span,
@@ -589,7 +618,7 @@ def test_log_format_and_level_settings() -> None:
 
 
 def test_question_and_subquery_text_only_with_trace_text(memory_tracing: InMemorySpanExporter) -> None:
-    from xapp.telemetry.tracing import annotate_answer, annotate_question
+    from xapp.telemetry.interceptor import annotate_question
 
     answer = make_answer()
     object.__setattr__(answer.steps[0], "query", "E2 node interface")

@@ -30,10 +30,10 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from opentelemetry import propagate
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
+from xapp.telemetry.propagation import inject_metadata
 
 DEFAULT_TIMEOUT_S = 1.0  # the server's default deadline; near-RT callers should always send one
 
@@ -49,15 +49,9 @@ class Strategy(str, enum.Enum):
     RANDOM = "random"  # a random action each step (seeded), a baseline
     TEMPLATE = "template"  # no LLM: retrieval and template answers only
 
+
 _PATHS = {pb.PATH_LLM: "llm", pb.PATH_TEMPLATE: "template", pb.PATH_MIXED: "mixed", pb.PATH_UNSPECIFIED: ""}
 _ACTIONS = {pb.ACTION_RETRIEVE: "retrieve", pb.ACTION_REASON: "reason", pb.ACTION_TERMINATE: "terminate"}
-
-
-def trace_metadata(extra: Sequence[tuple[str, str]] = ()) -> list[tuple[str, str]]:
-    """Outgoing metadata: ``extra`` plus the current OpenTelemetry context (W3C traceparent, tracestate)."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return [*extra, *((k.lower(), v) for k, v in carrier.items())]  # gRPC metadata keys are lower-case
 
 
 def _timeout(timeout: float | None, deadline_ms: int, default: float) -> float:
@@ -167,7 +161,7 @@ class ArgoClient:
         return await self.stub.Answer(
             answer_request(question, options, strategy, deadline_ms, omit_passages),
             timeout=_timeout(timeout, deadline_ms, self.default_timeout_s),
-            metadata=trace_metadata(),
+            metadata=inject_metadata(),
         )
 
     async def answer_stream(
@@ -183,7 +177,7 @@ class ArgoClient:
         call = self.stub.AnswerStream(
             answer_request(question, options, strategy, deadline_ms, omit_passages),
             timeout=_timeout(timeout, deadline_ms, self.default_timeout_s),
-            metadata=trace_metadata(),
+            metadata=inject_metadata(),
         )
         try:
             async for event in call:
@@ -204,7 +198,7 @@ class ArgoClient:
             question=question, options=list(options), history=list(history), deadline_ms=deadline_ms
         )
         return await self.stub.Decompose(
-            req, timeout=_timeout(timeout, deadline_ms, self.default_timeout_s), metadata=trace_metadata()
+            req, timeout=_timeout(timeout, deadline_ms, self.default_timeout_s), metadata=inject_metadata()
         )
 
     async def retrieve(
@@ -212,7 +206,7 @@ class ArgoClient:
     ) -> pb.RetrieveReply:
         req = pb.RetrieveRequest(query=query, top_k=top_k, deadline_ms=deadline_ms)
         return await self.stub.Retrieve(
-            req, timeout=_timeout(timeout, deadline_ms, self.default_timeout_s), metadata=trace_metadata()
+            req, timeout=_timeout(timeout, deadline_ms, self.default_timeout_s), metadata=inject_metadata()
         )
 
     async def synthesize(
@@ -228,7 +222,7 @@ class ArgoClient:
             question=question, options=list(options), history=list(history), deadline_ms=deadline_ms
         )
         return await self.stub.Synthesize(
-            req, timeout=_timeout(timeout, deadline_ms, self.default_timeout_s), metadata=trace_metadata()
+            req, timeout=_timeout(timeout, deadline_ms, self.default_timeout_s), metadata=inject_metadata()
         )
 
     async def health(self, service: str = "", *, timeout: float = 1.0) -> str:
@@ -288,7 +282,7 @@ class SyncArgoClient:
         reply: pb.AnswerReply = self.stub.Answer(
             answer_request(question, options, strategy, deadline_ms, omit_passages),
             timeout=_timeout(timeout, deadline_ms, self.default_timeout_s),
-            metadata=trace_metadata(),
+            metadata=inject_metadata(),
         )
         return reply
 
@@ -305,7 +299,7 @@ class SyncArgoClient:
         call = self.stub.AnswerStream(
             answer_request(question, options, strategy, deadline_ms, omit_passages),
             timeout=_timeout(timeout, deadline_ms, self.default_timeout_s),
-            metadata=trace_metadata(),
+            metadata=inject_metadata(),
         )
         try:
             yield from call
@@ -326,7 +320,7 @@ class SyncArgoClient:
                 question=question, options=list(options), history=list(history), deadline_ms=deadline_ms
             ),
             timeout=_timeout(timeout, deadline_ms, self.default_timeout_s),
-            metadata=trace_metadata(),
+            metadata=inject_metadata(),
         )
         return reply
 
@@ -344,7 +338,7 @@ class SyncArgoClient:
                 question=question, options=list(options), history=list(history), deadline_ms=deadline_ms
             ),
             timeout=_timeout(timeout, deadline_ms, self.default_timeout_s),
-            metadata=trace_metadata(),
+            metadata=inject_metadata(),
         )
         return reply
 
@@ -354,7 +348,7 @@ class SyncArgoClient:
         reply: pb.RetrieveReply = self.stub.Retrieve(
             pb.RetrieveRequest(query=query, top_k=top_k, deadline_ms=deadline_ms),
             timeout=_timeout(timeout, deadline_ms, self.default_timeout_s),
-            metadata=trace_metadata(),
+            metadata=inject_metadata(),
         )
         return reply
 

@@ -237,8 +237,9 @@ def serve(
     """
     from xapp.config_watch import descriptor_extension
     from xapp.server.http import http_extension
+    from xapp.telemetry.interceptor import TelemetryInterceptor
     from xapp.telemetry.metrics import default_metrics
-    from xapp.telemetry.tracing import TelemetryInterceptor, setup_tracing
+    from xapp.telemetry.setup import setup_tracing
 
     tracing = setup_tracing(settings)
     return asyncio.run(

@@ -31,9 +31,9 @@ from xapp.pipeline.budget import request_deadline
 from xapp.server import convert, validation
 from xapp.server.admission import Admission, Overloaded
 from xapp.server.health import HealthMonitor
+from xapp.telemetry.interceptor import annotate_answer, annotate_question, note_rpc
 from xapp.telemetry.logging import get_logger
 from xapp.telemetry.metrics import Metrics, default_metrics
-from xapp.telemetry.tracing import annotate_answer, annotate_question, note_rpc
 
 log = get_logger(__name__)
 T = TypeVar("T")

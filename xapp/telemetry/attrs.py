@@ -31,11 +31,22 @@ COMPONENT_SPANS: Final = (
     SPAN_CHOOSE,
 )
 
-# --- RPC (server span; set by xapp.telemetry.tracing.TelemetryInterceptor) --------------------------
+# --- RPC (server span; set by xapp.telemetry.interceptor.TelemetryInterceptor) ---------------------
+# The server span is named ``<rpc.service>/<rpc.method>`` (OpenTelemetry RPC conventions).
 RPC_SYSTEM: Final = "rpc.system"  # "grpc"
 RPC_SERVICE: Final = "rpc.service"  # "argo.v1.ArgoService"
 RPC_METHOD: Final = "rpc.method"  # "Answer"
 RPC_GRPC_STATUS_CODE: Final = "rpc.grpc.status_code"  # int, grpc.StatusCode value[0]
+RPC_MESSAGES_SENT: Final = "rpc.messages_sent"  # replies of a server-streaming RPC
+
+# --- resource (every span of the process; set by xapp.telemetry.setup.build_resource) ----------------
+SERVICE_NAME: Final = "service.name"  # "argo-xapp", or OTEL_SERVICE_NAME
+SERVICE_VERSION: Final = "service.version"
+SERVICE_NAMESPACE: Final = "service.namespace"  # "oran-ric"
+SERVICE_INSTANCE_ID: Final = "service.instance.id"  # the pod's name
+K8S_POD_NAME: Final = "k8s.pod.name"
+K8S_NAMESPACE_NAME: Final = "k8s.namespace.name"
+K8S_NODE_NAME: Final = "k8s.node.name"
 
 # --- ARGO loop -----------------------------------------------------------------------------------
 STRATEGY: Final = "argo.strategy"  # mdp, fixed-k, …

@@ -5,7 +5,7 @@ log line leads to its trace and back. The standard-library loggers of the librar
 Chroma, gRPC, OpenTelemetry, aiohttp) go through the same formatter: one stream, one format; what they
 print that tells an operator nothing is silenced at its source (:mod:`xapp.telemetry.library_output`),
 in vLLM's worker process too. ``notice`` says what a first start prepares (shown at WARNING too); the
-gRPC interceptor writes one line per RPC (:mod:`xapp.telemetry.tracing`).
+gRPC interceptor writes one line per RPC (:mod:`xapp.telemetry.interceptor`).
 
 Fields of a line: ``timestamp`` (ISO 8601, UTC), ``level``, ``logger``, ``event`` (the message), then
 ``trace_id``/``span_id`` when a span is current, ``rpc`` inside a gRPC handler, and whatever was bound.

@@ -192,7 +192,7 @@ class Metrics:
         self._engine = _EngineCollector()
         r.register(self._engine)
 
-    # -- RPC bookkeeping (called by xapp.telemetry.tracing.TelemetryInterceptor) ---------------------
+    # -- RPC bookkeeping (called by xapp.telemetry.interceptor.TelemetryInterceptor) -----------------
 
     def rpc_started(self, rpc: str) -> None:
         self.in_flight.labels(rpc).inc()
