@@ -4,7 +4,7 @@ Models (session-scoped, built under pytest's tmp dir, no download):
 
 * ``tiny_model_dir`` — random-weight ``Qwen2ForCausalLM`` (hidden 128, 4 heads of size 32, 2 KV heads,
   2 layers) in bf16, with a byte-level BPE tokenizer trained here on O-RAN text and a Qwen chat template.
-  Greedy generation never emits EOS (see ``xapp.llm.synthetic``), so requests run to ``max_tokens``.
+  Greedy generation never emits EOS (see ``xapp.bench.synthetic``), so requests run to ``max_tokens``.
 * ``tiny_w8a8_dir`` — the same model quantized to int8 W8A8 (compressed-tensors) by ``xapp.llm.quantize``.
 
 The engine and its event loop:
@@ -66,7 +66,7 @@ async def _as_coroutine(awaitable: Awaitable[T]) -> T:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from xapp.llm.synthetic import TINY, build_random_qwen2
+    from xapp.bench.synthetic import TINY, build_random_qwen2
 
     return build_random_qwen2(tmp_path_factory.mktemp("models") / "tiny-qwen2", TINY, seed=0)
 

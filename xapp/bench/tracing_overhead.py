@@ -1,9 +1,10 @@
 """What tracing costs: Answer latency on the template path with tracing exporting vs tracing off.
 
-    python bench/tracing_overhead.py --rounds 12 --per-round 60 --csv results/tracing_overhead.csv
+    argo-xapp bench tracing-overhead --rounds 12 --per-round 60 --csv results/tracing_overhead.csv
 
 One process serves the real gRPC server (telemetry interceptor, real pipeline, embedded Chroma with the
-shipped knowledge base, no LLM: every step on the template path) and calls Answer on it sequentially.
+shipped knowledge base, no LLM: every step on the template path) and calls Answer on it sequentially, with
+the questions of ``SERVICE_QUESTIONS`` (:mod:`xapp.bench.common`) in turn.
 Three tracing configurations alternate in blocks, in a rotating order, inside each round:
 
   off        OTEL_SDK_DISABLED: the OpenTelemetry API is a no-op (the baseline)
@@ -25,42 +26,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
+from xapp.bench.common import SERVICE_QUESTIONS, percentile, write_csv
 from xapp.bench.tracer_switch import activate, setup_tracing
 from xapp.config import Settings
+from xapp.errors import ArgoError
 from xapp.server.app import ArgoServer
 from xapp.telemetry.interceptor import TelemetryInterceptor
 from xapp.telemetry.metrics import default_metrics
 from xapp.telemetry.setup import TracingHandle
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # tests/otlp_receiver.py runs from the checkout
 MODES = ("off", "no-export", "otlp")
 TARGET_PCT = 3.0
 SPAN_TREE_SPANS = 9  # spans span_tree_cost_us makes per Answer
-
-QUESTIONS: list[tuple[str, list[str]]] = [
-    ("What does the E2 interface connect in O-RAN?", []),
-    ("Which RIC hosts xApps?", ["The non-RT RIC", "The near-RT RIC", "The SMO", "The O-DU"]),
-    ("What is the control-loop latency range of the near-RT RIC?", []),
-    ("What is the difference between an xApp and an rApp?", []),
-    ("Which interface carries policies from the non-RT RIC to the near-RT RIC?", ["A1", "E2", "O1", "F1"]),
-    ("What does the O1 interface manage?", []),
-    ("What is E2SM-KPM and what does it report?", []),
-    ("What is the O2 interface used for?", []),
-]
 
 
 @dataclass
@@ -86,8 +79,11 @@ class Receiver:
     """tests/otlp_receiver.py in a child process."""
 
     def __init__(self) -> None:
+        script = REPO / "tests" / "otlp_receiver.py"
+        if not script.is_file():
+            raise ArgoError(f"no OTLP receiver at {script} (a checkout's tests/): pass --otlp-endpoint")
         self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "otlp_receiver.py")],
+            [sys.executable, str(script)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -129,9 +125,9 @@ async def run_bench(args: argparse.Namespace, handles: dict[str, TracingHandle])
 
                 async def ask() -> tuple[float, float, int, int]:
                     nonlocal counter
-                    question, options = QUESTIONS[counter % len(QUESTIONS)]
+                    q = SERVICE_QUESTIONS[counter % len(SERVICE_QUESTIONS)]
                     counter += 1
-                    request = pb.AnswerRequest(question=question, options=options, deadline_ms=args.deadline_ms)
+                    request = pb.AnswerRequest(question=q.text, options=q.options, deadline_ms=args.deadline_ms)
                     t0 = time.perf_counter()
                     reply = await stub.Answer(request, timeout=10)
                     return (time.perf_counter() - t0) * 1000.0, reply.elapsed_ms, reply.path, len(reply.steps)
@@ -236,13 +232,8 @@ def paired_overhead(blocks: list[Block], mode: str, metric: str) -> tuple[float,
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="argo-xapp bench tracing-overhead", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--per-round", type=int, default=60, help="requests per mode per round")
     parser.add_argument("--warmup", type=int, default=20, help="requests per mode before measuring")
@@ -284,18 +275,26 @@ def main(argv: list[str] | None = None) -> int:
             tmp.cleanup()
 
     args.csv.parent.mkdir(parents=True, exist_ok=True)
-    with args.csv.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(
-            ["round", "mode", "request", "latency_ms", "server_elapsed_ms", "steps", "block_cost_ms", "flush_ms"]
-        )
-        for b in blocks:
-            for i, (lat, srv, n) in enumerate(zip(b.latencies_ms, b.server_ms, b.steps, strict=True)):
-                w.writerow(
-                    [b.round, b.mode, i, f"{lat:.3f}", f"{srv:.3f}", n, f"{b.cost_ms:.3f}", f"{b.flush_s * 1000:.3f}"]
-                )
+    write_csv(
+        args.csv,
+        ("round", "mode", "request", "latency_ms", "server_elapsed_ms", "steps", "block_cost_ms", "flush_ms"),
+        (
+            {
+                "round": b.round,
+                "mode": b.mode,
+                "request": i,
+                "latency_ms": latency,
+                "server_elapsed_ms": server_ms,
+                "steps": steps,
+                "block_cost_ms": b.cost_ms,
+                "flush_ms": b.flush_s * 1000,
+            }
+            for b in blocks
+            for i, (latency, server_ms, steps) in enumerate(zip(b.latencies_ms, b.server_ms, b.steps, strict=True))
+        ),
+    )
     summary = args.csv.with_name(args.csv.stem + "_summary.csv")
-    rows = []
+    rows: list[dict[str, Any]] = []
     print(
         f"\n{'mode':10s} {'n':>5s} {'p50 ms':>8s} {'p95 ms':>8s} {'mean ms':>8s} {'cost ms':>8s} "
         f"{'Δp50 %':>8s} {'Δcost %':>8s}"
@@ -309,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             "mode": mode,
             "requests": len(lat),
             "p50_ms": statistics.median(lat),
-            "p95_ms": percentile(lat, 0.95),
+            "p95_ms": percentile(lat, 95),
             "mean_ms": statistics.mean(lat),
             "cost_per_request_ms": cost,
             "overhead_p50_pct": d50[0],
@@ -325,11 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{mode:10s} {len(lat):5d} {row['p50_ms']:8.2f} {row['p95_ms']:8.2f} {row['mean_ms']:8.2f} "
             f"{cost:8.2f} {d50[0]:+8.2f} {dcost[0]:+8.2f}"
         )
-    with summary.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_csv(summary, list(rows[0]), rows)
 
     otlp = next(r for r in rows if r["mode"] == "otlp")
     if tree:
@@ -357,4 +352,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

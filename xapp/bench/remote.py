@@ -2,7 +2,7 @@
 
 Start a vLLM OpenAI-compatible server first (docs/scaling.md has the exact command), then::
 
-    python bench/remote.py --url http://127.0.0.1:18917 --tokenizer MODEL_DIR \
+    argo-xapp bench remote --url http://127.0.0.1:18917 --tokenizer MODEL_DIR \
         --questions ../shared/data/oranbench-dev --n 20 --out results/remote
 
 Three measurements, one after the other, on fresh ORAN-Bench questions each (interleaved by difficulty):
@@ -26,27 +26,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import re
 import statistics
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from xapp.bench.common import interleave_by_difficulty, load_questions  # noqa: E402
-from xapp.config import Settings  # noqa: E402
-from xapp.domain import Question  # noqa: E402
-from xapp.llm import prompts  # noqa: E402
-from xapp.llm.remote import RemoteConfig, RemoteLLM  # noqa: E402
-from xapp.pipeline.runner import build_pipeline  # noqa: E402
+from xapp.bench.common import interleave_by_difficulty, load_questions, percentile, write_csv, write_json
+from xapp.config import Settings
+from xapp.domain import Question
+from xapp.errors import ArgoError
+from xapp.llm import prompts
+from xapp.llm.remote import RemoteConfig, RemoteLLM
 
 
 def server_e2e(url: str) -> tuple[float, float]:
@@ -63,12 +58,9 @@ def server_e2e(url: str) -> tuple[float, float]:
     return total, count
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from xapp.pipeline.runner import build_pipeline
 
-
-async def main(args: argparse.Namespace) -> dict[str, Any]:
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     burst = sum(levels) * args.rounds
     rows = interleave_by_difficulty(load_questions(args.questions).rows, 2 * args.n + burst)
@@ -81,7 +73,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     config = RemoteConfig(url=args.url, tokenizer=args.tokenizer)
     async with RemoteLLM.start(config, wait_s=30) as llm:
         if not llm.is_running:
-            raise SystemExit(f"no LLM server at {args.url}: {llm.last_error}")
+            raise ArgoError(f"no LLM server at {args.url}: {llm.last_error}")
         warm = prompts.choose_variants(questions[0], [])[0].messages
         await llm.choose(warm, prompts.option_labels(questions[0]), deadline=time.monotonic() + 60)
         for q in questions:
@@ -90,23 +82,44 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             choice = await llm.choose(messages, prompts.option_labels(q), deadline=time.monotonic() + 60)
             s1, c1 = server_e2e(args.url)
             server_s = (s1 - s0) if c1 - c0 == 1 else float("nan")
-            out.append({"kind": "choose", "prompt_tokens": choice.prompt_tokens, "cached_tokens": choice.cached_tokens,
-                        "client_ms": choice.total_s * 1000, "server_ms": server_s * 1000,
-                        "hop_ms": (choice.total_s - server_s) * 1000, "path": "", "cpu_ms": float("nan")})
+            out.append(
+                {
+                    "kind": "choose",
+                    "prompt_tokens": choice.prompt_tokens,
+                    "cached_tokens": choice.cached_tokens,
+                    "client_ms": choice.total_s * 1000,
+                    "server_ms": server_s * 1000,
+                    "hop_ms": (choice.total_s - server_s) * 1000,
+                    "path": "",
+                    "cpu_ms": float("nan"),
+                }
+            )
         # Several option choices at once, as several replicas would send them: what one server sustains.
         for level in levels:
             walls, latencies = [], []
             for _ in range(args.rounds):
                 batch, bursts = bursts[:level], bursts[level:]
                 t0 = time.monotonic()
-                done = await asyncio.gather(*(
-                    llm.choose(prompts.choose_variants(q, [])[0].messages, prompts.option_labels(q),
-                               deadline=time.monotonic() + 60) for q in batch))
+                done = await asyncio.gather(
+                    *(
+                        llm.choose(
+                            prompts.choose_variants(q, [])[0].messages,
+                            prompts.option_labels(q),
+                            deadline=time.monotonic() + 60,
+                        )
+                        for q in batch
+                    )
+                )
                 walls.append(time.monotonic() - t0)
                 latencies += [c.total_s for c in done]
-            concurrent.append({"concurrency": level, "choices_per_s": level * args.rounds / sum(walls),
-                               "latency_ms_mean": statistics.mean(latencies) * 1000,
-                               "latency_ms_max": max(latencies) * 1000})
+            concurrent.append(
+                {
+                    "concurrency": level,
+                    "choices_per_s": level * args.rounds / sum(walls),
+                    "latency_ms_mean": statistics.mean(latencies) * 1000,
+                    "latency_ms_max": max(latencies) * 1000,
+                }
+            )
 
     settings = Settings(data_dir=args.data_dir, llm_url=args.url, llm_tokenizer=args.tokenizer).validate()
     async with build_pipeline(settings) as pipeline:
@@ -115,41 +128,47 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             cpu0, t0 = time.process_time(), time.monotonic()
             answer = await pipeline.answer(q, deadline=time.monotonic() + args.deadline_ms / 1000)
             wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
-            out.append({"kind": "answer", "prompt_tokens": "", "cached_tokens": "", "client_ms": wall * 1000,
-                        "server_ms": float("nan"), "hop_ms": float("nan"), "path": answer.path.value,
-                        "cpu_ms": cpu * 1000})
+            out.append(
+                {
+                    "kind": "answer",
+                    "prompt_tokens": "",
+                    "cached_tokens": "",
+                    "client_ms": wall * 1000,
+                    "server_ms": float("nan"),
+                    "hop_ms": float("nan"),
+                    "path": answer.path.value,
+                    "cpu_ms": cpu * 1000,
+                }
+            )
 
     args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "remote.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(out[0]))
-        writer.writeheader()
-        writer.writerows(out)
+    write_csv(args.out / "remote.csv", list(out[0]), out)
     chooses = [r for r in out if r["kind"] == "choose"]
     answers = [r for r in out if r["kind"] == "answer"]
     hops = [r["hop_ms"] for r in chooses if r["hop_ms"] == r["hop_ms"]]
     summary = {
         "n": len(questions),
         "choose_client_ms_mean": statistics.mean(r["client_ms"] for r in chooses),
-        "choose_client_ms_p95": pct([r["client_ms"] for r in chooses], 0.95),
+        "choose_client_ms_p95": percentile([r["client_ms"] for r in chooses], 95),
         "choose_server_ms_mean": statistics.mean(r["server_ms"] for r in chooses if r["server_ms"] == r["server_ms"]),
         "choose_prompt_tokens_mean": statistics.mean(r["prompt_tokens"] for r in chooses),
         "hop_ms_mean": statistics.mean(hops),
-        "hop_ms_p95": pct(hops, 0.95),
+        "hop_ms_p95": percentile(hops, 95),
         "answer_wall_ms_mean": statistics.mean(r["client_ms"] for r in answers),
         "answer_wall_ms_max": max(r["client_ms"] for r in answers),
         "answer_cpu_ms_mean": statistics.mean(r["cpu_ms"] for r in answers),
-        "answer_cpu_ms_p95": pct([r["cpu_ms"] for r in answers], 0.95),
+        "answer_cpu_ms_p95": percentile([r["cpu_ms"] for r in answers], 95),
         "answers_by_path": {p: sum(r["path"] == p for r in answers) for p in sorted({r["path"] for r in answers})},
         "inside_deadline": sum(r["client_ms"] <= args.deadline_ms for r in answers),
         "concurrent_choices": concurrent,
         "cost_model_after_calibration": costs,
     }
-    (args.out / "remote.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(args.out / "remote.json", summary)
     return summary
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="argo-xapp bench remote", description=__doc__.split("\n\n")[0])
     p.add_argument("--url", required=True, help="the vLLM server, e.g. http://127.0.0.1:18917")
     p.add_argument("--tokenizer", required=True, help="the served model's folder (tokenizer, chat template)")
     p.add_argument("--questions", type=Path, required=True)
@@ -159,4 +178,11 @@ if __name__ == "__main__":
     p.add_argument("--rounds", type=int, default=3, help="bursts per concurrency level")
     p.add_argument("--data-dir", type=Path, default=Path("/tmp/argo-remote-bench"))
     p.add_argument("--out", type=Path, default=Path("results/remote"))
-    print(json.dumps(asyncio.run(main(p.parse_args())), indent=2))
+    print(json.dumps(asyncio.run(run(p.parse_args(list(argv)))), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,13 +1,14 @@
 """Load test of argo.v1.ArgoService/Answer: N concurrent callers for a fixed time, per N.
 
-    python bench/load.py --target localhost:50051 --concurrency 1,4,8,16 --duration 30 \
+    argo-xapp bench load --target localhost:50051 --concurrency 1,4,8,16 --duration 30 \
         --deadline-ms 1000 --csv results/load.csv
 
-Each caller loops: pick the next question, call Answer with ``deadline_ms`` and a gRPC deadline of
-deadline + ``--grpc-slack-ms`` (so a late reply is observed and counted rather than cut off by the client),
-record the client-side latency, the status code and the reply's path. Per concurrency level it reports
-throughput, p50/p95/p99/max latency, replies later than deadline + 25 ms (target 0), errors by status
-code and the share of OK replies produced by the LLM (path LLM), by both (MIXED) and by templates.
+Each caller loops: pick the next question (``SERVICE_QUESTIONS`` in :mod:`xapp.bench.common`), call Answer
+with ``deadline_ms`` and a gRPC deadline of deadline + ``--grpc-slack-ms`` (so a late reply is observed and
+counted rather than cut off by the client), record the client-side latency, the status code and the reply's
+path. Per concurrency level it reports throughput, p50/p95/p99/max latency, replies later than deadline + 25 ms
+(target 0), errors by status code and the share of OK replies produced by the LLM (path LLM), by both (MIXED)
+and by templates.
 """
 
 from __future__ import annotations
@@ -16,35 +17,20 @@ import argparse
 import asyncio
 import csv
 import json
-import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
+from xapp.bench.common import SERVICE_QUESTIONS, percentile
 from xapp.client import ArgoClient
 
 LATE_SLACK_MS = 25.0
-
-# A fixed, varied mix: definitions, comparisons, multi-hop, multiple choice.
-QUESTIONS: list[tuple[str, list[str]]] = [
-    ("What does the E2 interface connect in O-RAN?", []),
-    ("Which RIC hosts xApps?", ["The non-RT RIC", "The near-RT RIC", "The SMO", "The O-DU"]),
-    ("What is the control-loop latency range of the near-RT RIC?", []),
-    ("What is the difference between an xApp and an rApp?", []),
-    ("Which interface carries policies from the non-RT RIC to the near-RT RIC?", ["A1", "E2", "O1", "F1"]),
-    ("What does the O1 interface manage?", []),
-    ("What is an E2 service model (E2SM)?", []),
-    ("What is the role of the SMO in O-RAN and which interfaces does it use?", []),
-    ("Which split does the O-RAN Open Fronthaul use?", ["Split 2", "Split 7-2x", "Split 8", "Split 6"]),
-    ("What is the O2 interface used for?", []),
-    ("How does the near-RT RIC subscribe to RAN events through E2?", []),
-    ("What is E2SM-KPM and what does it report?", []),
-]
 
 
 @dataclass
@@ -68,7 +54,7 @@ class Level:
         return self.codes.get("OK", 0)
 
     def pct(self, q: float) -> float:
-        return _quantile(self.latencies_ms, q)
+        return percentile(self.latencies_ms, q)
 
     def row(self) -> dict[str, object]:
         ok = max(self.ok, 1)
@@ -78,26 +64,18 @@ class Level:
             "requests": self.requests,
             "ok": self.ok,
             "throughput_rps": round(self.ok / self.duration_s, 2) if self.duration_s else 0.0,
-            "p50_ms": round(self.pct(0.50), 1),
-            "p95_ms": round(self.pct(0.95), 1),
-            "p99_ms": round(self.pct(0.99), 1),
+            "p50_ms": round(self.pct(50), 1),
+            "p95_ms": round(self.pct(95), 1),
+            "p99_ms": round(self.pct(99), 1),
             "max_ms": round(max(self.latencies_ms), 1) if self.latencies_ms else float("nan"),
             "late": self.late,
-            "queued_p95_ms": round(_quantile(self.queued_ms, 0.95), 1),
+            "queued_p95_ms": round(percentile(self.queued_ms, 95), 1),
             "errors": json.dumps({k: v for k, v in sorted(self.codes.items()) if k != "OK"}),
             "llm_share": round(self.paths.get("PATH_LLM", 0) / ok, 3),
             "mixed_share": round(self.paths.get("PATH_MIXED", 0) / ok, 3),
             "template_share": round(self.paths.get("PATH_TEMPLATE", 0) / ok, 3),
             "fallbacks": json.dumps(dict(self.fallbacks.most_common(5))),
         }
-
-
-def _quantile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
 
 
 def _reason_key(reason: str) -> str:
@@ -108,13 +86,13 @@ def _reason_key(reason: str) -> str:
 async def _caller(client: ArgoClient, level: Level, stop_at: float, offset: int, args: argparse.Namespace) -> None:
     i = offset
     while time.monotonic() < stop_at:
-        question, options = QUESTIONS[i % len(QUESTIONS)]
+        q = SERVICE_QUESTIONS[i % len(SERVICE_QUESTIONS)]
         i += 1
         t0 = time.monotonic()
         try:
             reply = await client.answer(
-                question,
-                options,
+                q.text,
+                list(q.options),
                 strategy=args.strategy,
                 deadline_ms=args.deadline_ms,
                 timeout=(args.deadline_ms + args.grpc_slack_ms) / 1000.0,
@@ -177,8 +155,8 @@ def _format(row: dict[str, object]) -> str:
     )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="argo-xapp bench load", description=__doc__.splitlines()[0])
     p.add_argument("--target", default="localhost:50051", help="HOST:PORT of the argo-xapp gRPC server")
     p.add_argument("--concurrency", default="1,4,8,16", help="comma-separated numbers of concurrent callers")
     p.add_argument("--duration", type=float, default=30.0, help="seconds per concurrency level")
@@ -193,7 +171,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     levels = asyncio.run(main_async(args))
     if args.csv is not None:
@@ -208,4 +186,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
