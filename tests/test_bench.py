@@ -160,6 +160,47 @@ def test_cli_routes_bench_options_to_the_bench_commands(tmp_path: Path, capsys: 
     assert "--queries must be >= 1" in capsys.readouterr().err
 
 
+def test_every_bench_is_a_subcommand_whose_help_works(capsys: pytest.CaptureFixture[str]) -> None:
+    """``argo-xapp bench NAME -h`` reaches each bench's own parser (the former bench/*.py scripts too)."""
+    import argparse
+
+    from xapp.cli import BENCHES, _parser, main
+
+    subparsers = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    bench = next(a for a in subparsers.choices["bench"]._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(bench.choices) == set(BENCHES)
+    assert {"engine", "load", "remote", "tracing-overhead"} <= set(BENCHES)
+    for name in BENCHES:
+        with pytest.raises(SystemExit) as exit_:
+            main(["bench", name, "-h"])
+        assert exit_.value.code == 0, name
+        assert capsys.readouterr().out.startswith(f"usage: argo-xapp bench {name} "), name
+
+
+def test_without_matplotlib_a_bench_skips_only_its_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+    import sys
+
+    from xapp.bench import plots
+
+    # matplotlib is the bench extra's: the module imports without it.
+    probe = "import sys; sys.modules['matplotlib'] = None\nfrom xapp.bench import plots\nprint(plots.available())"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+    summary = [{"strategy": "template", "difficulty": "all", "accuracy": 0.5, "mean_ms": 10.0}]
+    original = plots.plt
+    plots.plt = None  # type: ignore[assignment]
+    try:
+        assert plots.plot_accuracy(summary, tmp_path / "accuracy.png", title="t") is False
+        assert plots.plot_latency([], [], tmp_path / "latency.png", deadline_ms=1000, title="t") is False
+    finally:
+        plots.plt = original
+    assert not list(tmp_path.iterdir())
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and all("skipped" in line and "argo-xapp[bench]" in line for line in lines)
+
+
 # ---- real runs on the template path -------------------------------------------------------------------------
 
 

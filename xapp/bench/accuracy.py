@@ -269,7 +269,7 @@ async def run_accuracy(
     write_csv(files[0], RESULT_COLUMNS, results)
     write_csv(files[1], SUMMARY_COLUMNS, summary)
     machine = run["machine_before"]
-    plots.plot_accuracy(
+    drawn = plots.plot_accuracy(
         summary,
         files[2],
         title=(
@@ -278,6 +278,8 @@ async def run_accuracy(
             f"load avg {machine.get('loadavg_1_5_15', ['?'])[0]} at start"
         ),
     )
+    if not drawn:
+        files.remove(files[2])
     write_json(out / "accuracy_run.json", run)
     return AccuracyReport(results, summary, run, [*files, out / "accuracy_run.json"])
 

@@ -255,13 +255,15 @@ async def run_latency(
     files = [out / "latency_measurements.csv", out / "latency_summary.csv", out / "latency_analysis.png"]
     write_csv(files[0], MEASUREMENT_COLUMNS, rows)
     write_csv(files[1], SUMMARY_COLUMNS, report.summary)
-    plots.plot_latency(
+    drawn = plots.plot_latency(
         [m.row() for m in measured],
         [m.row() for m in report.baseline],
         files[2],
         deadline_ms=deadline_ms,
         title=_title(run, strategy, len(measured), len(warm)),
     )
+    if not drawn:
+        files.remove(files[2])
     write_json(out / "latency_run.json", run)
     report.files = [*files, out / "latency_run.json"]
     return report

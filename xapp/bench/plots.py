@@ -1,20 +1,45 @@
-"""PNG figures of the benches (matplotlib, Agg backend: no display needed)."""
+"""PNG figures of the benches (matplotlib, Agg backend: no display needed).
+
+matplotlib comes with the ``bench`` extra (``pip install 'argo-xapp[bench]'``; ``scripts/setup.sh`` installs
+it). Without it a bench still writes its CSV and JSON files: each ``plot_*`` prints one line saying the PNG
+was skipped and returns False.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+from xapp.bench.common import percentile
 
-matplotlib.use("Agg")
+try:
+    import matplotlib
 
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter  # noqa: E402
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
+except ImportError:  # the bench extra is not installed: CSV and JSON only
+    plt = None  # type: ignore[assignment]
 
-from xapp.bench.common import percentile  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+EXTRA = "bench"  # pip install 'argo-xapp[bench]'
+
+
+def available() -> bool:
+    """Whether figures can be drawn (matplotlib installed)."""
+    return plt is not None
+
+
+def _skipped(path: Path) -> bool:
+    if plt is not None:
+        return False
+    print(f"skipped {path.name}: drawing needs matplotlib, pip install 'argo-xapp[{EXTRA}]'", file=sys.stderr)
+    return True
+
 
 COMPONENTS = ("policy", "decomposer", "retriever", "reasoner", "synthesizer", "overhead")
 COLORS = {
@@ -58,9 +83,11 @@ def plot_latency(
     *,
     deadline_ms: float,
     title: str,
-) -> None:
+) -> bool:
     """Histogram, per-component bars, CDF with p95/p99, box plot per component; with a baseline, also
-    ARGO against the baseline (totals and components)."""
+    ARGO against the baseline (totals and components). False: skipped (no matplotlib)."""
+    if _skipped(path):
+        return False
     cols = 3 if baseline else 2
     fig, axes = plt.subplots(2, cols, figsize=(7.5 * cols, 11))
     wall = [float(r["wall_ms"]) for r in measured]
@@ -75,6 +102,7 @@ def plot_latency(
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def _histogram(ax: Axes, wall: Sequence[float], deadline_ms: float) -> None:
@@ -200,8 +228,11 @@ def _versus_components(ax: Axes, argo: Sequence[Row], baseline: Sequence[Row]) -
 # ---- accuracy -------------------------------------------------------------------------------------------
 
 
-def plot_accuracy(summary: Sequence[Row], path: Path, *, title: str) -> None:
-    """Accuracy by strategy and difficulty (majority baseline marked), and accuracy against mean time."""
+def plot_accuracy(summary: Sequence[Row], path: Path, *, title: str) -> bool:
+    """Accuracy by strategy and difficulty (majority baseline marked), and accuracy against mean time.
+    False: skipped (no matplotlib)."""
+    if _skipped(path):
+        return False
     strategies = list(dict.fromkeys(str(r["strategy"]) for r in summary))
     groups = list(dict.fromkeys(str(r["difficulty"]) for r in summary if r["difficulty"] != "all")) + ["all"]
     by = {(str(r["strategy"]), str(r["difficulty"])): r for r in summary}
@@ -258,6 +289,7 @@ def plot_accuracy(summary: Sequence[Row], path: Path, *, title: str) -> None:
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def _group_label(group: str, by: Mapping[tuple[str, str], Row], strategies: Sequence[str]) -> str:
