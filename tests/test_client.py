@@ -152,7 +152,8 @@ def test_client_installs_alone_in_a_fresh_venv_and_answers(target: str, tmp_path
     assert result["server_only"] == [], result
     assert result["answer"] and result["path"] == "template"
     assert set(result["modules"]) <= {"xapp", "xapp.client", "xapp._proto", "xapp._proto.argo", "xapp._proto.argo.v1",
-                                      "xapp._proto.argo.v1.argo_pb2", "xapp._proto.argo.v1.argo_pb2_grpc"}, result
+                                      "xapp._proto.argo.v1.argo_pb2", "xapp._proto.argo.v1.argo_pb2_grpc",
+                                      "xapp.telemetry", "xapp.telemetry.propagation"}, result  # fmt: skip
 
 
 def test_ask_over_grpc_follows_the_same_deadline_rules(target: str, tmp_path: Path) -> None:

@@ -210,6 +210,18 @@ def test_inject_then_extract_round_trips_the_current_context(memory_tracing: InM
     assert trace.get_current_span(ctx).get_span_context().span_id == span.get_span_context().span_id
 
 
+def test_the_client_sends_the_context_through_the_one_helper_without_the_sdk() -> None:
+    script = (
+        "import sys\n"
+        "import xapp.client, xapp.telemetry.propagation as p\n"
+        "assert xapp.client.inject_metadata is p.inject_metadata\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('xapp.telemetry', 'opentelemetry.sdk'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['xapp.telemetry', 'xapp.telemetry.propagation']"
+
+
 def test_resource_names_service_version_pod_and_namespace() -> None:
     import xapp
 
