@@ -288,24 +288,19 @@ def _base(model: str) -> str:
 def _print_ratios(rows: list[dict[str, Any]]) -> None:
     for hf in (r for r in rows if r["engine"] == "hf"):
         for v in (r for r in rows if r["engine"] == "vllm" and _base(r["model"]) == _base(hf["model"])):
-            decode = v["decode_tok_s"] / hf["decode_tok_s"]
-            four = v["tok_s_4"] / hf["tok_s_4"]
-            prefill = hf["prefill_ms"] / v["prefill_ms"]
-            print(
-                f"{v['model']} vLLM[{v['mode']}] / {hf['model']} HF: decode ×{decode:.2f}, 4 requests ×{four:.2f}, "
-                f"prefill ×{prefill:.2f} faster"
-            )
+            print(f"{v['model']} vLLM[{v['mode']}] / {hf['model']} HF: {_speedup(v, hf)}")
     bf16 = {(_base(r["model"]), r["mode"]): r for r in rows if r["variant"] == "bf16" and r["engine"] == "vllm"}
     for w8 in (r for r in rows if r["variant"] == "w8a8"):
         b = bf16.get((_base(w8["model"]), w8["mode"]))
         if b:
-            decode = w8["decode_tok_s"] / b["decode_tok_s"]
-            four = w8["tok_s_4"] / b["tok_s_4"]
-            prefill = b["prefill_ms"] / w8["prefill_ms"]
-            print(
-                f"{_base(w8['model'])} W8A8/bf16 [{w8['mode']}]: decode ×{decode:.2f}, 4 requests ×{four:.2f}, "
-                f"prefill ×{prefill:.2f} faster"
-            )
+            print(f"{_base(w8['model'])} W8A8/bf16 [{w8['mode']}]: {_speedup(w8, b)}")
+
+
+def _speedup(new: dict[str, Any], old: dict[str, Any]) -> str:
+    decode = new["decode_tok_s"] / old["decode_tok_s"]
+    four = new["tok_s_4"] / old["tok_s_4"]
+    prefill = old["prefill_ms"] / new["prefill_ms"]
+    return f"decode ×{decode:.2f}, 4 requests ×{four:.2f}, prefill ×{prefill:.2f} faster"
 
 
 def _fmt(value: Any) -> Any:

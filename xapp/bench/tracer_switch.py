@@ -10,11 +10,10 @@ one global provider; its tracers look up the current delegate on each span, so t
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import SpanProcessor
 
 from xapp.config import Settings
 from xapp.telemetry import setup as tracing_setup
@@ -104,23 +103,10 @@ def switch() -> SwitchableTracerProvider:
         return _SWITCH
 
 
-def setup_tracing(
-    settings: Settings,
-    service_name: str = DEFAULT_SERVICE_NAME,
-    *,
-    environ: Mapping[str, str] | None = None,
-    span_processors: Iterable[SpanProcessor] = (),
-    schedule_delay_ms: int | None = None,
-) -> TracingHandle:
-    """:func:`xapp.telemetry.setup.setup_tracing` through the switch: may be called again and again."""
-    return tracing_setup.setup_tracing(
-        settings,
-        service_name,
-        environ=environ,
-        span_processors=span_processors,
-        schedule_delay_ms=schedule_delay_ms,
-        install=switch().use,
-    )
+def setup_tracing(settings: Settings, service_name: str = DEFAULT_SERVICE_NAME, **options: Any) -> TracingHandle:
+    """:func:`xapp.telemetry.setup.setup_tracing` (same ``options``) through the switch: may be called again
+    and again in one process."""
+    return tracing_setup.setup_tracing(settings, service_name, install=switch().use, **options)
 
 
 def activate(handle: TracingHandle) -> None:

@@ -191,30 +191,19 @@ class TelemetryInterceptor(grpc.aio.ServerInterceptor):
         full_method: str = handler_call_details.method  # type: ignore[attr-defined]
         service, method = split_method(full_method)
         traced = service not in self._untraced
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, service, method, traced),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, service, method, traced),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(handler.stream_unary, service, method, traced),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(handler.stream_stream, service, method, traced),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+        # One handler factory per RPC shape; a unary reply is wrapped as unary, a stream as a stream.
+        for behavior, factory, wrap in (
+            (handler.unary_unary, grpc.unary_unary_rpc_method_handler, self._wrap_unary),
+            (handler.unary_stream, grpc.unary_stream_rpc_method_handler, self._wrap_stream),
+            (handler.stream_unary, grpc.stream_unary_rpc_method_handler, self._wrap_unary),
+            (handler.stream_stream, grpc.stream_stream_rpc_method_handler, self._wrap_stream),
+        ):
+            if behavior is not None:
+                return factory(
+                    wrap(behavior, service, method, traced),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
         return handler
 
     # -- span and metrics bookkeeping shared by the wrappers --------------------------------------
