@@ -68,7 +68,7 @@ def _keep() -> None:
 
 @dataclass
 class TracingHandle:
-    """What ``setup_tracing`` installed; ``shutdown()`` flushes the last spans and uninstalls it."""
+    """What ``setup_tracing`` installed; ``shutdown()`` flushes the last spans and stops the provider."""
 
     provider: TracerProvider | None  # None when OTEL_SDK_DISABLED
     resource: Resource
