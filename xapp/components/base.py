@@ -50,9 +50,9 @@ async def generate(
 ) -> Generation:
     """One LLM generation inside a ``gen_ai.generate`` span; engine faults become ``EngineUnavailable``."""
     with tracer.start_as_current_span(attrs.SPAN_GENERATE) as span:
-        span.set_attribute("gen_ai.operation.name", "chat")
-        span.set_attribute("gen_ai.request.model", getattr(llm, "model_name", ""))
-        span.set_attribute("gen_ai.request.max_tokens", max_tokens)
+        span.set_attribute(attrs.GEN_AI_OPERATION, "chat")
+        span.set_attribute(attrs.GEN_AI_REQUEST_MODEL, getattr(llm, "model_name", ""))
+        span.set_attribute(attrs.GEN_AI_REQUEST_MAX_TOKENS, max_tokens)
         try:
             gen = await llm.generate(messages, max_tokens=max_tokens, deadline=deadline, stop=stop, on_text=on_text)
         except (asyncio.CancelledError, EngineUnavailable):
@@ -60,20 +60,20 @@ async def generate(
         except Exception as exc:  # any engine fault: the caller falls back to its template path
             span.record_exception(exc)
             raise EngineUnavailable(f"LLM generation failed: {exc}") from exc
-        span.set_attribute("gen_ai.usage.input_tokens", gen.prompt_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", gen.completion_tokens)
-        span.set_attribute("gen_ai.server.time_to_first_token", gen.ttft_s)
-        span.set_attribute("argo.aborted", gen.aborted)
+        span.set_attribute(attrs.GEN_AI_USAGE_INPUT_TOKENS, gen.prompt_tokens)
+        span.set_attribute(attrs.GEN_AI_USAGE_OUTPUT_TOKENS, gen.completion_tokens)
+        span.set_attribute(attrs.GEN_AI_TTFT, gen.ttft_s)
+        span.set_attribute(attrs.ABORTED, gen.aborted)
         if gen.finish_reason:
-            span.set_attribute("gen_ai.response.finish_reasons", [gen.finish_reason])
+            span.set_attribute(attrs.GEN_AI_FINISH_REASON, [gen.finish_reason])
         return gen
 
 
 async def choose(llm: LLM, messages: Sequence[Message], labels: Sequence[str], *, deadline: float) -> Choice:
     """One option choice (a single prefill) inside a ``gen_ai.choose`` span."""
     with tracer.start_as_current_span(attrs.SPAN_CHOOSE) as span:
-        span.set_attribute("gen_ai.operation.name", "choose")
-        span.set_attribute("gen_ai.request.model", getattr(llm, "model_name", ""))
+        span.set_attribute(attrs.GEN_AI_OPERATION, "choose")
+        span.set_attribute(attrs.GEN_AI_REQUEST_MODEL, getattr(llm, "model_name", ""))
         try:
             result = await llm.choose(messages, labels, deadline=deadline)
         except (asyncio.CancelledError, EngineUnavailable):
@@ -81,8 +81,8 @@ async def choose(llm: LLM, messages: Sequence[Message], labels: Sequence[str], *
         except Exception as exc:
             span.record_exception(exc)
             raise EngineUnavailable(f"LLM option choice failed: {exc}") from exc
-        span.set_attribute("gen_ai.usage.input_tokens", result.prompt_tokens)
-        span.set_attribute("argo.aborted", result.aborted)
+        span.set_attribute(attrs.GEN_AI_USAGE_INPUT_TOKENS, result.prompt_tokens)
+        span.set_attribute(attrs.ABORTED, result.aborted)
         return result
 
 

@@ -107,9 +107,9 @@ class _Run:
         span.add_event(
             attrs.SPAN_FALLBACK,
             {
-                "argo.component": fallback.component.value,
-                "argo.fallback.cause": fallback.cause.value,
-                "argo.budget.remaining_ms": self.budget.remaining_ms(),
+                attrs.COMPONENT: fallback.component.value,
+                attrs.FALLBACK_CAUSE: fallback.cause.value,
+                attrs.BUDGET_REMAINING_MS: self.budget.remaining_ms(),
             },
         )
 
@@ -254,9 +254,9 @@ class ArgoPipeline:
                     sum(s.action is Action.REASON for s in run.steps),
                 )
                 action = strat.decide(state)
-                span.set_attribute("argo.strategy", name)
-                span.set_attribute("argo.progress", run.progress)
-                span.set_attribute("argo.action", action.value)
+                span.set_attribute(attrs.STRATEGY, name)
+                span.set_attribute(attrs.PROGRESS, run.progress)
+                span.set_attribute(attrs.ACTION, action.value)
             run.add_time(POLICY, (time.perf_counter() - t0) * 1000.0)
             if action is Action.TERMINATE:
                 break
@@ -371,7 +371,7 @@ class ArgoPipeline:
                 result.fallback = no_llm
                 self.estimator.observe("decompose.template", time.perf_counter() - t0)
             elapsed = time.perf_counter() - t0
-            span.set_attribute("argo.path", result.path.value)
+            span.set_attribute(attrs.PATH, result.path.value)
             run.add_time(DECOMPOSER, elapsed * 1000.0)
             return result
 
@@ -381,8 +381,8 @@ class ArgoPipeline:
         passages: list[Passage] = []
         fallback: Fallback | None = None
         with tracer.start_as_current_span(attrs.SPAN_RETRIEVE) as span:
-            span.set_attribute("db.system", "chroma")
-            span.set_attribute("argo.retrieval.top_k", top_k or self.retriever.top_k)
+            span.set_attribute(attrs.DB_SYSTEM, attrs.DB_SYSTEM_CHROMA)
+            span.set_attribute(attrs.RETRIEVAL_TOP_K, top_k or self.retriever.top_k)
             t0 = time.perf_counter()
             # A Chroma query cannot be aborted: stop waiting for it when its time is up.
             timeout = max(until - time.monotonic(), 0.001)
@@ -398,7 +398,7 @@ class ArgoPipeline:
                 self.estimator.observe("retrieve", time.perf_counter() - t0, censored=True)
                 detail = f"Chroma did not answer within {timeout * 1000:.0f} ms"
                 fallback = Fallback(Component.RETRIEVER, Cause.STORE_TIMEOUT, detail)
-            span.set_attribute("argo.retrieval.hits", len(passages))
+            span.set_attribute(attrs.RETRIEVAL_HITS, len(passages))
         return passages, fallback
 
     async def _retrieve_step(self, run: _Run, keep: float, delta: float) -> Step | None:
@@ -472,9 +472,9 @@ class ArgoPipeline:
                 result.fallback = no_llm
                 self.estimator.observe("reason.template", time.perf_counter() - t0)
             elapsed = time.perf_counter() - t0
-            span.set_attribute("argo.path", result.path.value)
-            span.set_attribute("argo.progress.before", before)
-            span.set_attribute("argo.progress.after", before + delta)
+            span.set_attribute(attrs.PATH, result.path.value)
+            span.set_attribute(attrs.PROGRESS_BEFORE, before)
+            span.set_attribute(attrs.PROGRESS_AFTER, before + delta)
             run.add_time(REASONER, elapsed * 1000.0)
         run.note(result)
         return Step(
@@ -495,10 +495,10 @@ class ArgoPipeline:
             result = await self._synthesize_llm(run) if run.use_llm else None
             if result is None:
                 result = await self._template_synthesis(run)
-            span.set_attribute("argo.path", result.path.value)
-            span.set_attribute("argo.budget.remaining_ms", run.budget.remaining_ms())
+            span.set_attribute(attrs.PATH, result.path.value)
+            span.set_attribute(attrs.BUDGET_REMAINING_MS, run.budget.remaining_ms())
             if result.choice is not None:
-                span.set_attribute("argo.choice", result.choice)
+                span.set_attribute(attrs.CHOICE, result.choice)
             run.add_time(SYNTHESIZER, (time.perf_counter() - t0) * 1000.0)
         run.note(result)
         return result
