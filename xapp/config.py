@@ -102,9 +102,10 @@ class Settings:
     llm_url: str = ""
     # The served model's tokenizer and chat template for llm_url (a folder or hub id); empty: the model setting
     llm_tokenizer: str = ""
-    # In-process engine: tokens n-gram prompt lookup proposes per decode step (0: off). Answers that copy from
-    # their evidence decoded 1.6x faster, with the same text and option choices as fast (docs/engine.md)
-    ngram_speculation: int = 3
+    # In-process engine: tokens n-gram prompt lookup proposes per decode step (0: off). Evidence-grounded answers
+    # decode 1.6x faster with it (same text), but option choices got noisier, which costs LLM share at 1 s:
+    # on for open answers with longer deadlines (docs/engine.md)
+    ngram_speculation: int = 0
     max_tokens_decompose: int = hot(32)
     max_tokens_reason: int = hot(64)
     max_tokens_synthesize: int = hot(192)  # an upper bound: the planner derives each call's cap from the time left
