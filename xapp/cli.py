@@ -45,6 +45,7 @@ BENCHES = {
     "load": "xapp.bench.load",
     "remote": "xapp.bench.remote",
     "tracing-overhead": "xapp.bench.tracing_overhead",
+    "speculation": "xapp.bench.speculation",
 }
 
 MODEL_HELP = (
@@ -249,6 +250,7 @@ def _parser() -> argparse.ArgumentParser:
         ("load", "concurrent callers of a running server's Answer RPC (CSV)"),
         ("remote", "the LLM over HTTP (a vLLM server, llm_url) and an engine-less replica's cost (CSV, JSON)"),
         ("tracing-overhead", "Answer latency with tracing off, recording, exporting over OTLP (CSV)"),
+        ("speculation", "n-gram speculative decoding vs none, side by side: decode speed, choice latency (CSV)"),
     ):
         # Every option, -h included, belongs to the bench's own parser.
         b = bench_sub.add_parser(name, prefix_chars="+", add_help=False, help=what + "; its options: BENCH -h")
