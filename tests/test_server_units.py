@@ -29,7 +29,7 @@ def rejects(field: str, fn, *args):  # type: ignore[no-untyped-def]
     return info.value
 
 
-@pytest.mark.parametrize("question", ["", "   ", "\n\t"])
+@pytest.mark.parametrize("question", ["", "   ", "\n\t", "\u200b", "\ufeff \u200b\u2060", "\x07"])
 def test_blank_question_is_rejected(question: str) -> None:
     rejects("question", answer, pb.AnswerRequest(question=question), SETTINGS)
 
@@ -50,6 +50,8 @@ def test_options_count_emptiness_and_size() -> None:
 
 def test_strategy_and_deadline() -> None:
     rejects("strategy", answer, pb.AnswerRequest(question="q", strategy="best"), SETTINGS)
+    long = rejects("strategy", answer, pb.AnswerRequest(question="q", strategy="x" * 5000), SETTINGS)
+    assert len(str(long)) < 200 and "(5000 chars)" in str(long)  # the value is echoed cut, not whole
     rejects("deadline_ms", answer, pb.AnswerRequest(question="q", deadline_ms=-1), SETTINGS)
     for name in STRATEGIES:
         assert answer(pb.AnswerRequest(question="q", strategy=name), SETTINGS).strategy == name

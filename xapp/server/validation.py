@@ -7,6 +7,7 @@ checked before anything reaches the pipeline.
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
@@ -40,11 +41,24 @@ class AnswerCall:
     omit_passages: bool = False  # the reply's steps without their passages' text
 
 
+# Echoed values are cut to this many characters: an error message must stay small (gRPC trailers are bounded).
+MAX_ECHO_CHARS = 40
+
+
+def _echo(value: str) -> str:
+    return repr(value) if len(value) <= MAX_ECHO_CHARS else repr(value[:MAX_ECHO_CHARS]) + f"… ({len(value)} chars)"
+
+
+def _visible(value: str) -> bool:
+    """Holds a character that prints: not only spaces, controls and format characters (zero-width space, BOM)."""
+    return any(not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf") for ch in value)
+
+
 def _text(field: str, value: str, limit: int, *, required: bool = True) -> str:
     if len(value) > limit:
         raise InvalidRequest(field, f"is {len(value)} characters; at most {limit} are allowed")
-    if required and not value.strip():
-        raise InvalidRequest(field, "must not be blank")
+    if required and not _visible(value):
+        raise InvalidRequest(field, "must not be blank (only spaces or invisible characters)")
     if "\x00" in value:
         raise InvalidRequest(field, "must not contain NUL characters")
     return value.strip()
@@ -62,7 +76,7 @@ def strategy(name: str) -> str | None:
     if not name:
         return None
     if name not in STRATEGIES:
-        raise InvalidRequest("strategy", f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+        raise InvalidRequest("strategy", f"unknown strategy {_echo(name)}; choose one of {', '.join(STRATEGIES)}")
     return name
 
 
