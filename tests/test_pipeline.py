@@ -369,13 +369,15 @@ def test_an_open_answer_is_extractive_when_the_llm_would_see_too_little_of_the_e
 
     pipeline = ArgoPipeline(builtin_kb_settings, builtin_kb, llm=None)
     question = Question("What does the E2 interface carry?")
-    history = _history(3)  # three passages at similarity 0.9: about the question
+    history = _history(6)  # six passages at similarity 0.9: about the question
     run = _Run(question, pipeline.budget(time.monotonic() + 5), use_llm=True, steps=history)
     variants = prompts.answer_variants(question, history)
     by_shown = {v.passages: v for v in variants}
-    assert pipeline._thin_evidence(run, by_shown[3]) == "" and pipeline._thin_evidence(run, by_shown[2]) == ""
-    assert "only with 1 of 3 passages" in pipeline._thin_evidence(run, by_shown[1])
-    assert "only with 0 of 3 passages" in pipeline._thin_evidence(run, by_shown[0])
+    assert pipeline._thin_evidence(run, by_shown[6]) == "" and pipeline._thin_evidence(run, by_shown[4]) == ""
+    assert "only with 3 of 6 passages" in pipeline._thin_evidence(run, by_shown[3])
+    assert "only with 0 of 6 passages" in pipeline._thin_evidence(run, by_shown[0])
+    few = _Run(question, run.budget, use_llm=True, steps=_history(2))  # all there is, shown: the LLM answers
+    assert pipeline._thin_evidence(few, prompts.answer_variants(question, few.steps)[0]) == ""
     # No passage close enough to the question: the LLM answers from what it knows (the evidence is left out).
     far = [Step(Action.RETRIEVE, PathKind.TEMPLATE, 0.0, 0.3, 1.0, query="q", passages=[
         Passage("x", "unrelated text " * 20, "x.md", "", 0.3)])]  # fmt: skip
