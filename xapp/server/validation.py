@@ -58,7 +58,7 @@ def _text(field: str, value: str, limit: int, *, required: bool = True) -> str:
     if len(value) > limit:
         raise InvalidRequest(field, f"is {len(value)} characters; at most {limit} are allowed")
     if required and not _visible(value):
-        raise InvalidRequest(field, "must not be blank (only spaces or invisible characters)")
+        raise InvalidRequest(field, "must not be blank")
     if "\x00" in value:
         raise InvalidRequest(field, "must not contain NUL characters")
     return value.strip()
