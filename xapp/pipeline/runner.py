@@ -62,6 +62,11 @@ RESERVE_ANSWER_TOKENS = 64
 StepCallback = Callable[[Step], None]
 
 
+def _best_score(run: _Run) -> float | None:
+    """The highest similarity of any passage retrieved so far (None before any): the evidence gate's input."""
+    return max((p.score for s in run.steps for p in s.passages), default=None)
+
+
 def _prefixed(on_text: TextCallback, prefix: str) -> TextCallback:
     """``on_text`` with ``prefix`` sent before the first piece of text."""
     pending = [prefix]
@@ -328,7 +333,7 @@ class ArgoPipeline:
         """The synthesis prompt at every evidence level, richest first; without evidence when no passage is
         close enough to the question to be about it (such evidence misleads the LLM more than it helps)."""
         build = prompts.choose_variants if run.question.options else prompts.answer_variants
-        best = max((p.score for s in run.steps for p in s.passages), default=None)
+        best = _best_score(run)
         gate = self.settings.evidence_min_score
         if best is None or best >= gate:
             return build(run.question, run.steps)
@@ -513,10 +518,10 @@ class ArgoPipeline:
         passages required, 13 of its 80 answers held their key facts; extractive answers held them for 62 of
         96 (docs/performance.md).
         "" when the LLM may answer (also when no passage is close enough: then it answers from what it knows)."""
-        passages = [p for s in run.steps for p in s.passages]
-        if not any(p.score >= self.settings.evidence_min_score for p in passages):
+        best = _best_score(run)
+        if best is None or best < self.settings.evidence_min_score:
             return ""
-        found = len({p.id for p in passages})
+        found = len({p.id for s in run.steps for p in s.passages})
         if variant.passages >= min(MIN_ANSWER_PASSAGES, found):
             return ""
         return (
