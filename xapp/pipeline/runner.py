@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry import trace
@@ -329,6 +329,28 @@ class ArgoPipeline:
             return Fallback(component, Cause.NO_TIME, f"no time for the LLM ({plan.detail})")
         return plan
 
+    async def _llm_step(
+        self,
+        run: _Run,
+        component: Component,
+        variants: Callable[[], Sequence[prompts.PromptVariant]],
+        call: Callable[[LLMPlan], Awaitable[ComponentResult]],
+        *,
+        min_tokens: int,
+        max_tokens: int,
+        keep: float,
+    ) -> tuple[ComponentResult | None, Fallback | None]:
+        """A pre-answer LLM step (decompose, reason) when the budget plans one: its result, or None and why
+        not (None, None when the run does not use the LLM). The caller then takes the template path."""
+        if not run.use_llm:
+            return None, None
+        if run.llm_steps_off:
+            return None, Fallback(component, Cause.NO_TIME, run.llm_steps_off)
+        plan = self._plan(run, component, variants(), min_tokens=min_tokens, max_tokens=max_tokens, keep=keep)
+        if not isinstance(plan, LLMPlan):
+            return None, plan
+        return await call(plan), None
+
     def _synthesis_variants(self, run: _Run) -> list[prompts.PromptVariant]:
         """The synthesis prompt at every evidence level, richest first; without evidence when no passage is
         close enough to the question to be about it (such evidence misleads the LLM more than it helps)."""
@@ -344,25 +366,17 @@ class ArgoPipeline:
         budget = run.budget
         with tracer.start_as_current_span(attrs.SPAN_DECOMPOSE) as span:
             t0 = time.perf_counter()
-            result: ComponentResult | None = None
-            no_llm: Fallback | None = None
-            if run.use_llm and run.llm_steps_off:
-                no_llm = Fallback(Component.DECOMPOSER, Cause.NO_TIME, run.llm_steps_off)
-            elif run.use_llm:
-                plan = self._plan(
-                    run,
-                    Component.DECOMPOSER,
-                    [prompts.PromptVariant(self.decomposer.messages(run.question, run.steps))],
-                    min_tokens=MIN_QUERY_TOKENS,
-                    max_tokens=self.settings.max_tokens_decompose,
-                    keep=keep + self.estimator.estimate("retrieve"),
-                )
-                if isinstance(plan, LLMPlan):
-                    result = await self.decomposer.decompose(
-                        run.question, run.steps, plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline
-                    )
-                else:
-                    no_llm = plan
+            result, no_llm = await self._llm_step(
+                run,
+                Component.DECOMPOSER,
+                lambda: [prompts.PromptVariant(self.decomposer.messages(run.question, run.steps))],
+                lambda plan: self.decomposer.decompose(
+                    run.question, run.steps, plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline
+                ),
+                min_tokens=MIN_QUERY_TOKENS,
+                max_tokens=self.settings.max_tokens_decompose,
+                keep=keep + self.estimator.estimate("retrieve"),
+            )
             if result is None:
                 if not budget.fits("decompose.template", "retrieve", keep=keep):
                     run.fallback(
@@ -452,25 +466,17 @@ class ArgoPipeline:
         before = run.progress
         with tracer.start_as_current_span(attrs.SPAN_REASON) as span:
             t0 = time.perf_counter()
-            result: ComponentResult | None = None
-            no_llm: Fallback | None = None
-            if run.use_llm and run.llm_steps_off:
-                no_llm = Fallback(Component.REASONER, Cause.NO_TIME, run.llm_steps_off)
-            elif run.use_llm:
-                plan = self._plan(
-                    run,
-                    Component.REASONER,
-                    prompts.reason_variants(run.question, run.steps),
-                    min_tokens=MIN_NOTE_TOKENS,
-                    max_tokens=self.settings.max_tokens_reason,
-                    keep=keep,
-                )
-                if isinstance(plan, LLMPlan):
-                    result = await self.reasoner.reason(
-                        run.question, run.steps, plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline
-                    )
-                else:
-                    no_llm = plan
+            result, no_llm = await self._llm_step(
+                run,
+                Component.REASONER,
+                lambda: prompts.reason_variants(run.question, run.steps),
+                lambda plan: self.reasoner.reason(
+                    run.question, run.steps, plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline
+                ),
+                min_tokens=MIN_NOTE_TOKENS,
+                max_tokens=self.settings.max_tokens_reason,
+                keep=keep,
+            )
             if result is None:
                 if not budget.fits("reason.template", keep=keep):
                     detail = "no time left (" + budget.shortfall("reason.template", keep=keep) + ")"
