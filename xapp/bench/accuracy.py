@@ -29,18 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from xapp.bench.common import (
+    RUN_COLUMNS,
+    RUN_SUMMARY_COLUMNS,
     BenchQuestion,
     add_run_options,
     bench_settings,
-    describe,
     difficulty_order,
-    evidence_step_share,
     interleave_by_difficulty,
     load_questions,
     machine_info,
     prepare_out,
     request_deadline,
-    step_stats,
+    run_summary,
+    timed_answer,
     warmup_questions,
     write_csv,
     write_json,
@@ -60,14 +61,7 @@ RESULT_COLUMNS = (
     "answer",
     "choice",
     "correct",
-    "elapsed_ms",
-    "wall_ms",
-    "met_deadline",
-    "steps",
-    "retrieves",
-    "reasons",
-    "evidence_steps",
-    "repeated_queries",
+    *RUN_COLUMNS,
     "path",
     "llm_answer",
     "llm_probability",
@@ -85,17 +79,7 @@ SUMMARY_COLUMNS = (
     "group_majority_answer",
     "group_majority_baseline",
     "no_choice",
-    "mean_ms",
-    "median_ms",
-    "p95_ms",
-    "max_ms",
-    "deadline_ms",
-    "pass_rate",
-    "mean_steps",
-    "mean_retrieves",
-    "mean_reasons",
-    "evidence_step_share",
-    "repeated_queries",
+    *RUN_SUMMARY_COLUMNS,
     "llm_path_share",
     "mixed_path_share",
     "template_path_share",
@@ -132,10 +116,7 @@ async def _answer_all(
 
     out: list[dict[str, Any]] = []
     for i, bq in enumerate(tqdm(rows, desc=strategy, unit="q", disable=not progress, file=sys.stderr)):
-        started = time.monotonic()
-        deadline = request_deadline(pipeline.settings, deadline_ms, started)
-        answer = await pipeline.answer(bq.question(), strategy=strategy, deadline=deadline)
-        wall_ms = (time.monotonic() - started) * 1000.0
+        answer, timing = await timed_answer(pipeline, bq.question(), strategy, deadline_ms)
         out.append(
             {
                 "strategy": strategy,
@@ -146,10 +127,7 @@ async def _answer_all(
                 "answer": bq.answer,
                 "choice": answer.choice,
                 "correct": answer.choice is not None and answer.choice == bq.answer,
-                "elapsed_ms": answer.elapsed_ms,
-                "wall_ms": wall_ms,
-                "met_deadline": wall_ms <= deadline_ms,
-                **step_stats(answer),
+                **timing,
                 "path": answer.path.value,
                 "llm_answer": bool(answer.option_probabilities),
                 "llm_probability": max(answer.option_probabilities, default=0.0),
@@ -178,7 +156,6 @@ def summarize(results: Sequence[dict[str, Any]], deadline_ms: float) -> list[dic
             n = len(group)
             gold = [r["answer"] for r in group]
             own = majority(gold)
-            times = describe([r["wall_ms"] for r in group])
             correct = sum(bool(r["correct"]) for r in group)
             rows.append(
                 {
@@ -192,17 +169,7 @@ def summarize(results: Sequence[dict[str, Any]], deadline_ms: float) -> list[dic
                     "group_majority_answer": own,
                     "group_majority_baseline": gold.count(own) / n,
                     "no_choice": sum(r["choice"] is None for r in group),
-                    "mean_ms": times["mean"],
-                    "median_ms": times["median"],
-                    "p95_ms": times["p95"],
-                    "max_ms": times["max"],
-                    "deadline_ms": deadline_ms,
-                    "pass_rate": sum(bool(r["met_deadline"]) for r in group) / n,
-                    "mean_steps": sum(r["steps"] for r in group) / n,
-                    "mean_retrieves": sum(r["retrieves"] for r in group) / n,
-                    "mean_reasons": sum(r["reasons"] for r in group) / n,
-                    "evidence_step_share": evidence_step_share(group),
-                    "repeated_queries": sum(r["repeated_queries"] for r in group),
+                    **run_summary(group, deadline_ms),
                     "llm_path_share": sum(r["path"] == PathKind.LLM.value for r in group) / n,
                     "mixed_path_share": sum(r["path"] == PathKind.MIXED.value for r in group) / n,
                     "template_path_share": sum(r["path"] == PathKind.TEMPLATE.value for r in group) / n,

@@ -26,17 +26,18 @@ from typing import Any
 
 from xapp.bench.common import (
     EVAL_QUESTIONS,
+    RUN_COLUMNS,
+    RUN_SUMMARY_COLUMNS,
     EvalQuestion,
     add_run_options,
     bench_settings,
-    describe,
-    evidence_step_share,
     load_eval,
     machine_info,
     matches,
     prepare_out,
     request_deadline,
-    step_stats,
+    run_summary,
+    timed_answer,
     warmup_questions,
     write_csv,
     write_json,
@@ -58,14 +59,7 @@ RESULT_COLUMNS = (
     "cites_source",
     "source_retrieved",
     "path",
-    "elapsed_ms",
-    "wall_ms",
-    "met_deadline",
-    "steps",
-    "retrieves",
-    "reasons",
-    "evidence_steps",
-    "repeated_queries",
+    *RUN_COLUMNS,
     "completion_tokens",
     "answer",
     "fallback_reason",
@@ -78,14 +72,7 @@ SUMMARY_COLUMNS = (
     "cites_source",
     "source_retrieved",
     "llm_path_share",
-    "mean_ms",
-    "p95_ms",
-    "max_ms",
-    "deadline_ms",
-    "pass_rate",
-    "mean_steps",
-    "evidence_step_share",
-    "repeated_queries",
+    *RUN_SUMMARY_COLUMNS,
 )
 
 _CITED = re.compile(r"\[([^\[\]]+)\]")
@@ -124,10 +111,7 @@ async def _answer_all(
 
     out: list[dict[str, Any]] = []
     for q in tqdm(questions, desc=strategy, unit="q", disable=not progress, file=sys.stderr):
-        started = time.monotonic()
-        deadline = request_deadline(pipeline.settings, deadline_ms, started)
-        answer = await pipeline.answer(Question(q.question), strategy=strategy, deadline=deadline)
-        wall_ms = (time.monotonic() - started) * 1000.0
+        answer, timing = await timed_answer(pipeline, Question(q.question), strategy, deadline_ms)
         out.append(
             {
                 "strategy": strategy,
@@ -136,10 +120,7 @@ async def _answer_all(
                 "question": q.question,
                 **score(q, answer),
                 "path": answer.path.value,
-                "elapsed_ms": answer.elapsed_ms,
-                "wall_ms": wall_ms,
-                "met_deadline": wall_ms <= deadline_ms,
-                **step_stats(answer),
+                **timing,
                 "completion_tokens": answer.synthesis_usage.completion_tokens,
                 "answer": answer.answer,
                 "fallback_reason": answer.fallback_reason or "",
@@ -153,7 +134,6 @@ def summarize(results: Sequence[dict[str, Any]], deadline_ms: float) -> list[dic
     for strategy in dict.fromkeys(r["strategy"] for r in results):
         group = [r for r in results if r["strategy"] == strategy]
         n = len(group)
-        lat = describe([r["wall_ms"] for r in group])
         facts = sum(len(r["key_facts"].split(" | ")) for r in group if r["key_facts"])
         rows.append(
             {
@@ -164,14 +144,7 @@ def summarize(results: Sequence[dict[str, Any]], deadline_ms: float) -> list[dic
                 "cites_source": sum(bool(r["cites_source"]) for r in group) / n,
                 "source_retrieved": sum(bool(r["source_retrieved"]) for r in group) / n,
                 "llm_path_share": sum(r["path"] == PathKind.LLM.value for r in group) / n,
-                "mean_ms": lat["mean"],
-                "p95_ms": lat["p95"],
-                "max_ms": lat["max"],
-                "deadline_ms": deadline_ms,
-                "pass_rate": sum(bool(r["met_deadline"]) for r in group) / n,
-                "mean_steps": sum(r["steps"] for r in group) / n,
-                "evidence_step_share": evidence_step_share(group),
-                "repeated_queries": sum(r["repeated_queries"] for r in group),
+                **run_summary(group, deadline_ms),
             }
         )
     return rows

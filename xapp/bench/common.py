@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import statistics
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,6 +251,67 @@ def step_stats(answer: Answer) -> dict[str, int]:
         "reasons": sum(s.action is Action.REASON for s in answer.steps),
         "evidence_steps": sum(s.progress_after > s.progress_before for s in retrieves),
         "repeated_queries": len(queries) - len(set(queries)),
+    }
+
+
+RUN_COLUMNS = (
+    "elapsed_ms",
+    "wall_ms",
+    "met_deadline",
+    "steps",
+    "retrieves",
+    "reasons",
+    "evidence_steps",
+    "repeated_queries",
+)
+RUN_SUMMARY_COLUMNS = (
+    "mean_ms",
+    "median_ms",
+    "p95_ms",
+    "max_ms",
+    "deadline_ms",
+    "pass_rate",
+    "mean_steps",
+    "mean_retrieves",
+    "mean_reasons",
+    "evidence_step_share",
+    "repeated_queries",
+)
+
+
+async def timed_answer(
+    pipeline: Any, question: Question, strategy: str, deadline_ms: float
+) -> tuple[Answer, dict[str, Any]]:
+    """One in-process answer at ``deadline_ms`` and its RUN_COLUMNS: time and whether it met the deadline as
+    the caller saw it (wall), plus what the loop did."""
+    started = time.monotonic()
+    deadline = request_deadline(pipeline.settings, deadline_ms, started)
+    answer = await pipeline.answer(question, strategy=strategy, deadline=deadline)
+    wall_ms = (time.monotonic() - started) * 1000.0
+    return answer, {
+        "elapsed_ms": answer.elapsed_ms,
+        "wall_ms": wall_ms,
+        "met_deadline": wall_ms <= deadline_ms,
+        **step_stats(answer),
+    }
+
+
+def run_summary(group: Sequence[Mapping[str, Any]], deadline_ms: float) -> dict[str, Any]:
+    """RUN_SUMMARY_COLUMNS over rows that carry RUN_COLUMNS."""
+    n = len(group)
+    times = describe([r["wall_ms"] for r in group])
+    return {
+        "mean_ms": times["mean"],
+        "median_ms": times["median"],
+        "p95_ms": times["p95"],
+        "max_ms": times["max"],
+        "deadline_ms": deadline_ms,
+        "pass_rate": sum(bool(r["met_deadline"]) for r in group) / n,
+        "mean_steps": sum(r["steps"] for r in group) / n,
+        "mean_retrieves": sum(r["retrieves"] for r in group) / n,
+        "mean_reasons": sum(r["reasons"] for r in group) / n,
+        "evidence_step_share": evidence_step_share(group),
+        "repeated_queries": sum(r["repeated_queries"] for r in group),
     }
 
 
