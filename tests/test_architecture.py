@@ -17,6 +17,7 @@ UPWARD = {
     "xapp.store": ("xapp.components", "xapp.pipeline", "xapp.server", "xapp.cli", "xapp.bench", "xapp.llm"),
     "xapp.pipeline": ("xapp.server", "xapp.cli", "xapp.bench"),
     "xapp.domain": ("xapp.",),
+    "xapp.text": ("xapp.",),
 }
 
 

@@ -224,6 +224,25 @@ def test_the_llm_sees_lettered_options_and_the_reply_keeps_the_callers_numbers()
         prompts.option_labels(Question("?", tuple(str(i) for i in range(27))))
 
 
+def test_a_long_passage_is_cut_to_the_sentences_the_question_asks_about() -> None:
+    filler = [f"The platform chapter {i} describes general deployment concerns at length." for i in range(8)]
+    answer = "The E2 termination listens on port 36422 over SCTP."
+    related = "E2 nodes open the connection to the termination."
+    text = " ".join(filler[:4] + [answer] + filler[4:] + [related])
+    passage = Passage("p0", text, "ric-dep/README.md", "", 0.9)
+    history = [Step(Action.RETRIEVE, PathKind.TEMPLATE, 0.0, 0.3, 1.0, query="q", passages=[passage])]
+    question = Question("Which port does the E2 termination listen on?", ("36422/SCTP", "38000/TCP"))
+    focused = prompts.evidence_text(history, 1, 200, focus=" ".join([question.text, *question.options]))
+    # The two sentences about it, in the passage's order, the gap between them marked; the filler left out.
+    assert focused == f"[1] {answer} … {related}"
+    # Without a focus the passage's start is kept; a passage that fits is kept whole either way.
+    assert answer not in prompts.evidence_text(history, 1, 200)
+    assert prompts.evidence_text(history, 1, 2000, focus=question.text) == f"[1] {text}"
+    # The choice prompt focuses its evidence on the question and its options.
+    best = prompts.choose_variants(question, history)
+    assert any(answer in v.messages[-1]["content"] for v in best if v.passages == 1)
+
+
 def test_evidence_is_numbered_and_citations_resolve_to_the_passages_shown() -> None:
     history = _history(3)
     variants = prompts.answer_variants(Question("What does the E2 interface carry?"), history)

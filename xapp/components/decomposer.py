@@ -6,11 +6,11 @@ import re
 from collections.abc import Sequence
 
 from xapp.components.base import ComponentResult, fell_back, generate, usage_of
-from xapp.components.text import ACRONYMS, acronyms, terms
 from xapp.domain import Action, Cause, Component, PathKind, Question, Step
 from xapp.errors import EngineUnavailable
 from xapp.llm import prompts
 from xapp.llm.base import LLM, Message
+from xapp.text import ACRONYMS, acronyms, terms
 
 DECOMPOSER = Component.DECOMPOSER
 

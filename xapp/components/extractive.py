@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from xapp.components.text import idf, overlap, plain, sentences, terms
 from xapp.domain import Passage
 from xapp.llm.prompts import strip_option_number
 from xapp.store.embedding import MiniLMEmbedder
+from xapp.text import idf, overlap, plain, sentences, terms
 
 MAX_SENTENCES = 200  # bounds the lexical work on long evidence: a few ms either way
 

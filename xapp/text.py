@@ -1,4 +1,5 @@
-"""Text helpers shared by the template components: terms, O-RAN acronyms, sentences, lexical overlap."""
+"""Text helpers shared by the template components and the prompts: terms, O-RAN acronyms, sentences, lexical
+overlap. Plain functions of text, below every layer (like ``xapp.domain``)."""
 
 from __future__ import annotations
 
