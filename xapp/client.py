@@ -274,9 +274,7 @@ class _Calls(Generic[AnswerR, DecomposeR, RetrieveR, StreamR]):
         )
         return cast(DecomposeR, self._unary(self.stub.Decompose, request, **self._call(timeout, deadline_ms)))
 
-    def retrieve(
-        self, query: str, *, top_k: int = 0, deadline_ms: int = 0, timeout: float | None = None
-    ) -> RetrieveR:
+    def retrieve(self, query: str, *, top_k: int = 0, deadline_ms: int = 0, timeout: float | None = None) -> RetrieveR:
         request = pb.RetrieveRequest(query=query, top_k=top_k, deadline_ms=deadline_ms)
         return cast(RetrieveR, self._unary(self.stub.Retrieve, request, **self._call(timeout, deadline_ms)))
 
@@ -305,7 +303,9 @@ def _status_name(reply: health_pb2.HealthCheckResponse) -> str:
 
 class ArgoClient(
     _Calls[
-        Awaitable[pb.AnswerReply], Awaitable[pb.DecomposeReply], Awaitable[pb.RetrieveReply],
+        Awaitable[pb.AnswerReply],
+        Awaitable[pb.DecomposeReply],
+        Awaitable[pb.RetrieveReply],
         AsyncIterator[pb.AnswerEvent],
     ]  # fmt: skip
 ):

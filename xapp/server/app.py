@@ -109,9 +109,16 @@ class ArgoServer:
                 grace_period_s=self.settings.grace_period_s,
                 max_deadline_ms=self.settings.max_deadline_ms,
             )
-        log.info("listening", host=host, grpc_port=self.port, serving=False, tls=credentials is not None,
-                 mutual_tls=bool(credentials and self.settings.tls_client_ca_file),
-                 token_auth=bool(self.settings.auth_token_file), reflection=self.settings.reflection)
+        log.info(
+            "listening",
+            host=host,
+            grpc_port=self.port,
+            serving=False,
+            tls=credentials is not None,
+            mutual_tls=bool(credentials and self.settings.tls_client_ca_file),
+            token_auth=bool(self.settings.auth_token_file),
+            reflection=self.settings.reflection,
+        )
         return self.port
 
     async def attach(self, pipeline: Pipeline) -> None:
