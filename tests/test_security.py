@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ def _key() -> ec.EllipticCurvePrivateKey:
 
 
 def _cert(
-    subject: str, key: Any, issuer: tuple[x509.Name, Any] | None, *, ca: bool, sans: list[x509.GeneralName] = ()
+    subject: str, key: Any, issuer: tuple[x509.Name, Any] | None, *, ca: bool, sans: Sequence[x509.GeneralName] = ()
 ) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     issuer_name, issuer_key = issuer if issuer else (name, key)
@@ -261,7 +261,8 @@ def test_tls_with_the_right_token_answers_and_strangers_are_refused(tls_token_se
         code, _ = _code(lambda: stranger.answer(QUESTION, strategy="template", timeout=3))
         assert code == grpc.StatusCode.UNAVAILABLE
     with SyncArgoClient(target, ca_file=pki.rogue_ca, token=TOKEN) as stranger:
-        assert _code(lambda: stranger.answer(QUESTION, strategy="template", timeout=3))[0] == grpc.StatusCode.UNAVAILABLE
+        code, _ = _code(lambda: stranger.answer(QUESTION, strategy="template", timeout=3))
+        assert code == grpc.StatusCode.UNAVAILABLE
     # Plain text to a TLS port fails too.
     with SyncArgoClient(target, token=TOKEN) as plain:
         assert _code(lambda: plain.answer(QUESTION, strategy="template", timeout=3))[0] == grpc.StatusCode.UNAVAILABLE
