@@ -95,9 +95,9 @@ def _add_connection(p: argparse.ArgumentParser) -> None:
     """How ``ask --server`` reaches a server with TLS, mutual TLS or token auth (xapp.client.Connection)."""
     g = p.add_argument_group("with --server: TLS and token (docs/deploy.md#security)")
     g.add_argument("--tls", action="store_true", help="TLS, trusting the system's CAs (default: plain text)")
-    g.add_argument("--ca-file", metavar="PEM", help="TLS, trusting this CA (the signer of the server's certificate)")
-    g.add_argument("--cert-file", metavar="PEM", help="client certificate for mutual TLS (with --key-file)")
-    g.add_argument("--key-file", metavar="PEM", help="its private key")
+    g.add_argument("--ca-file", metavar="PEM", help="TLS, trusting this CA (default: none)")
+    g.add_argument("--cert-file", metavar="PEM", help="client certificate for mutual TLS (default: none)")
+    g.add_argument("--key-file", metavar="PEM", help="the client certificate's key (default: none)")
     g.add_argument(
         "--token-file", metavar="FILE",
         help="send the token in FILE as 'authorization: Bearer' (default: $ARGO_CLIENT_TOKEN, else no token)",
