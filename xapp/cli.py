@@ -91,6 +91,26 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help=MODEL_HELP)
 
 
+def _add_connection(p: argparse.ArgumentParser) -> None:
+    """How ``ask --server`` reaches a server with TLS, mutual TLS or token auth (xapp.client.Connection)."""
+    g = p.add_argument_group("with --server: TLS and token (docs/deploy.md#security)")
+    g.add_argument("--tls", action="store_true", help="TLS, trusting the system's CAs (default: plain text)")
+    g.add_argument("--ca-file", metavar="PEM", help="TLS, trusting this CA (default: none)")
+    g.add_argument("--cert-file", metavar="PEM", help="client certificate for mutual TLS (default: none)")
+    g.add_argument("--key-file", metavar="PEM", help="the client certificate's key (default: none)")
+    g.add_argument(
+        "--token-file", metavar="FILE",
+        help="send the token in FILE as 'authorization: Bearer' (default: $ARGO_CLIENT_TOKEN, else no token)",
+    )  # fmt: skip
+
+
+def _connection(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "tls": args.tls, "ca_file": args.ca_file, "cert_file": args.cert_file, "key_file": args.key_file,
+        "token_file": args.token_file, "token": None if args.token_file else os.environ.get("ARGO_CLIENT_TOKEN"),
+    }  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
     d = Settings
     parser = argparse.ArgumentParser(
@@ -141,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_data_dir(ask)
     ask.add_argument("--model", help=MODEL_HELP + "; not with --server (the server's model answers)")
+    _add_connection(ask)
 
     policy = _sub(
         sub,
@@ -211,7 +232,10 @@ def _parser() -> argparse.ArgumentParser:
         help="/ric/v1/health/alive, /ric/v1/health/ready, /ric/v1/metrics; 0 picks a free one "
         f"(default: {d.http_port})",
     )  # fmt: skip
-    serve.add_argument("--host", default="[::]", help="address to listen on (default: [::], every interface)")
+    serve.add_argument(
+        "--host", help=f"address both ports listen on, e.g. 127.0.0.1 (default: $ARGO_HOST, else {d.host}, every "
+        "interface); TLS and tokens: ARGO_TLS_*, ARGO_AUTH_TOKEN_FILE (docs/deploy.md#security)",
+    )  # fmt: skip
     serve.add_argument(
         "--strategy", choices=STRATEGIES, metavar="NAME",
         help=f"the strategy for requests that name none (default: {d.strategy}; see below)",
@@ -330,6 +354,8 @@ def _cmd_ask(args: argparse.Namespace) -> int:
         raise ArgoError("the question must not be empty")
     if args.server and args.model:
         raise ArgoError("--model does not apply with --server: the server answers with its own model")
+    if not args.server and any((args.tls, args.ca_file, args.cert_file, args.key_file, args.token_file)):
+        raise ArgoError("--tls, --ca-file, --cert-file, --key-file and --token-file apply only with --server")
     if args.server:
         import grpc
 
@@ -342,9 +368,12 @@ def _cmd_ask(args: argparse.Namespace) -> int:
                 args.option,
                 strategy=args.strategy or "",
                 deadline_ms=args.deadline_ms or 0,
+                **_connection(args),
             )
         except grpc.RpcError as exc:
             raise ArgoError(f"server {args.server}: {exc.code().name}: {exc.details()}") from None
+        except ValueError as exc:  # a TLS or token file that cannot be read
+            raise ArgoError(str(exc)) from None
     else:
         # The same rules as a server: capped at max_deadline_ms (ARGO_MAX_DEADLINE_MS raises the cap).
         result = asyncio.run(_ask_local(_settings(args), args.question, args.option, args.strategy, args.deadline_ms))
@@ -427,10 +456,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "http_port": args.http_port,
         "strategy": args.strategy,
         "llm": False if args.no_llm else None,
+        "host": args.host,
     }
     flags = {k: v for k, v in flags.items() if v is not None}
     settings = load_settings(flags)
-    return serve(settings, grpc_port=settings.grpc_port, http_port=settings.http_port, host=args.host, flags=flags)
+    return serve(settings, grpc_port=settings.grpc_port, http_port=settings.http_port, host=settings.host, flags=flags)
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:

@@ -83,6 +83,8 @@ class Settings:
     chroma_mode: str = "embedded"  # "embedded" (PersistentClient under data_dir) or "http"
     chroma_host: str = "localhost"
     chroma_port: int = 8000
+    # chroma_mode=http: a file holding the Chroma server's token, sent as "Authorization: Bearer" (empty: none)
+    chroma_token_file: str = ""
     collection: str = "oran"
     top_k: int = hot(4)
     min_score: float = hot(0.25)  # similarity below which a passage is not counted as new information
@@ -128,6 +130,17 @@ class Settings:
     max_question_chars: int = hot(2000)
     max_options: int = hot(8)
     max_option_chars: int = hot(500)
+    # --- security (docs/deploy.md#security) ---------------------------------------------------------
+    host: str = "[::]"  # the address both ports bind ([::]: every interface; 127.0.0.1: this machine only)
+    # TLS from mounted PEM files, on the gRPC and the HTTP port; empty: plain text (the RIC platform's default)
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # Mutual TLS on gRPC: callers must present a certificate issued by this CA (needs tls_cert/key_file)
+    tls_client_ca_file: str = ""
+    # Bearer tokens callers must send ("authorization: Bearer <token>"), one a line, re-read when the file
+    # changes; empty: no token needed. grpc.health.v1 stays open for probes.
+    auth_token_file: str = ""
+    reflection: bool = True  # gRPC server reflection (grpcurl without the proto files)
     # --- telemetry -----------------------------------------------------------------------------
     otlp_endpoint: str = ""  # empty: OTEL_EXPORTER_OTLP_* decide; none set means no export
     # Questions and sub-queries may carry operator data: spans carry their length only, unless this is on.
@@ -154,6 +167,15 @@ class Settings:
             raise ConfigError(f"max_options must be in 1..{MAX_OPTIONS} (the LLM labels options A-Z)")
         if self.llm_url and not self.llm_url.startswith(("http://", "https://")):
             raise ConfigError(f"llm_url must start with http:// or https://, got {self.llm_url!r}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            given, missing = (
+                ("tls_cert_file", "tls_key_file") if self.tls_cert_file else ("tls_key_file", "tls_cert_file")
+            )
+            raise ConfigError(f"{given} is set but {missing} is not: TLS needs both the certificate and its key")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ConfigError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file as well")
+        if not self.host.strip():
+            raise ConfigError("host must not be empty (e.g. [::] for every interface, 127.0.0.1 for loopback)")
         if self.log_format not in ("auto", "json", "console"):
             raise ConfigError(f"log_format must be auto, json or console, got {self.log_format!r}")
         self.mdp.validate()

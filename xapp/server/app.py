@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp.config import Settings
 from xapp.server.health import SERVICE, HealthMonitor
+from xapp.server.security import grpc_server_credentials, server_interceptors
 from xapp.server.service import ArgoServicer, Pipeline, add_to_server, in_flight
 from xapp.telemetry.logging import get_logger, set_log_level
 
@@ -77,18 +78,28 @@ class ArgoServer:
     def _build(self) -> grpc.aio.Server:
         # Created here, not in __init__: a grpc.aio server binds to the event loop it is created on.
         # so_reuseport off: a port already taken must fail loudly, not split traffic with a stale server.
-        server = grpc.aio.server(interceptors=self.interceptors, options=[("grpc.so_reuseport", 0)])
+        # The token check runs inside the given interceptors, so telemetry also counts refused calls.
+        interceptors = [*self.interceptors, *server_interceptors(self.settings)]
+        server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         add_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health_servicer, server)
-        reflection.enable_server_reflection(SERVICE_NAMES, server)
+        if self.settings.reflection:
+            reflection.enable_server_reflection(SERVICE_NAMES, server)
         return server
 
-    async def start(self, port: int | None = None, host: str = "[::]") -> int:
-        """Listen on ``host:port`` (0: a free port); return the bound port."""
+    async def start(self, port: int | None = None, host: str | None = None) -> int:
+        """Listen on ``host:port`` (defaults: the settings'; port 0: a free one), with TLS when the settings
+        name a certificate; return the bound port."""
+        host = self.settings.host if host is None else host
+        credentials = grpc_server_credentials(self.settings)  # before listening: a bad file stops the start
         await self.health.starting()
         self._server = self._build()
         want = self.settings.grpc_port if port is None else port
-        self.port = self.server.add_insecure_port(f"{host}:{want}")
+        address = f"{host}:{want}"
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{want}")
         await self.server.start()
@@ -98,7 +109,16 @@ class ArgoServer:
                 grace_period_s=self.settings.grace_period_s,
                 max_deadline_ms=self.settings.max_deadline_ms,
             )
-        log.info("listening", host=host, grpc_port=self.port, serving=False)
+        log.info(
+            "listening",
+            host=host,
+            grpc_port=self.port,
+            serving=False,
+            tls=credentials is not None,
+            mutual_tls=bool(credentials and self.settings.tls_client_ca_file),
+            token_auth=bool(self.settings.auth_token_file),
+            reflection=self.settings.reflection,
+        )
         return self.port
 
     async def attach(self, pipeline: Pipeline) -> None:
@@ -146,7 +166,7 @@ async def serve_async(
     settings: Settings,
     *,
     grpc_port: int | None = None,
-    host: str = "[::]",
+    host: str | None = None,
     pipeline: Pipeline | None = None,
     stop: asyncio.Event | None = None,
     on_listening: Callable[[ArgoServer], None] | None = None,
@@ -224,14 +244,15 @@ def serve(
     *,
     grpc_port: int | None = None,
     http_port: int | None = None,
-    host: str = "[::]",
+    host: str | None = None,
     flags: Mapping[str, Any] | None = None,
 ) -> int:
     """Blocking entry point for ``argo-xapp serve``: exit status 0 after a graceful stop.
 
     Wires the observability around the server: the process-wide tracer provider (OTLP export when
     configured), a SERVER span and RPC metrics per call (interceptor), the O-RAN SC HTTP endpoints
-    (health, metrics) on ``http_port`` (default ``settings.http_port``), and the final span flush; and the
+    (health, metrics) on ``http_port`` (default ``settings.http_port``) and on the same ``host`` as gRPC
+    (default ``settings.host``), and the final span flush; and the
     descriptor watcher (hot reload when ``CONFIG_FILE`` is set; ``flags``: the command-line values, which keep
     winning over the descriptor).
     """
@@ -248,7 +269,7 @@ def serve(
             grpc_port=grpc_port,
             host=host,
             interceptors=[TelemetryInterceptor(default_metrics())],
-            extensions=[http_extension(settings, port=http_port), descriptor_extension(flags)],
+            extensions=[http_extension(settings, port=http_port, host=host), descriptor_extension(flags)],
             telemetry_shutdown=lambda: tracing.aclose(timeout_s=min(5.0, settings.grace_period_s)),
         )
     )

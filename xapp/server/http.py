@@ -12,6 +12,7 @@ extension hook (``serve_async(..., extensions=[http_extension(settings)])``).
 from __future__ import annotations
 
 import inspect
+import ssl
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from xapp.config import Settings
+from xapp.server.security import http_host, http_ssl_context
 from xapp.telemetry.logging import get_logger
 from xapp.telemetry.metrics import CONTENT_TYPE, Metrics, default_metrics
 
@@ -67,11 +69,13 @@ class HttpEndpoints:
         ready: ReadyCheck,
         metrics: Metrics | None = None,
         port: int = 8080,
-        host: str = "0.0.0.0",
+        host: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._ready = ready
         self.metrics = metrics or default_metrics()
-        self.host = host
+        self.host = host  # None: every interface, IPv4 and IPv6
+        self.ssl_context = ssl_context  # None: plain HTTP
         self.port = port  # the bound port once started (useful with port 0)
         self._runner: web.AppRunner | None = None
 
@@ -86,7 +90,7 @@ class HttpEndpoints:
         # No access log: probes every few seconds would bury the request logs.
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
         try:
             await site.start()
         except OSError:
@@ -97,7 +101,10 @@ class HttpEndpoints:
             if isinstance(addr, tuple) and len(addr) >= 2:
                 self.port = int(addr[1])
                 break
-        log.info("http listening", host=self.host, http_port=self.port, paths=[ALIVE_PATH, READY_PATH, METRICS_PATH])
+        log.info(
+            "http listening", host=self.host or "*", http_port=self.port, tls=self.ssl_context is not None,
+            paths=[ALIVE_PATH, READY_PATH, METRICS_PATH],
+        )  # fmt: skip
         return self.port
 
     async def stop(self) -> None:
@@ -135,17 +142,20 @@ class HttpEndpoints:
 
 
 def http_extension(
-    settings: Settings, *, metrics: Metrics | None = None, port: int | None = None, host: str = "0.0.0.0"
+    settings: Settings, *, metrics: Metrics | None = None, port: int | None = None, host: str | None = None
 ) -> Callable[[Any], HttpEndpoints]:
     """An extension for ``xapp.server.app.serve_async``: HTTP endpoints whose readiness is the gRPC
-    health status of the overall server ("") on that server's health servicer."""
+    health status of the overall server ("") on that server's health servicer, on the gRPC port's address
+    (``host``, default ``settings.host``) and with its TLS certificate when one is set."""
+    context = http_ssl_context(settings)  # now: an unreadable certificate stops the start, not the first probe
 
     def make(server: Any) -> HttpEndpoints:
         return HttpEndpoints(
             ready=grpc_health_ready(server.health_servicer, ""),
             metrics=metrics,
             port=settings.http_port if port is None else port,
-            host=host,
+            host=http_host(settings.host if host is None else host),
+            ssl_context=context,
         )
 
     return make

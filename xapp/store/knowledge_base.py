@@ -33,7 +33,7 @@ import numpy as np
 
 from xapp.config import Settings
 from xapp.domain import Passage
-from xapp.errors import StoreUnavailable
+from xapp.errors import ConfigError, StoreUnavailable
 from xapp.store.chunking import Chunk, chunk_file
 from xapp.store.embedding import BATCH_SIZE, MiniLMEmbedder
 from xapp.store.lexical import HybridSettings, LexicalIndex, fuse
@@ -79,10 +79,23 @@ class IngestReport:
         )
 
 
-def _chroma_settings() -> Any:
+def _chroma_settings(token_file: str = "") -> Any:
     from chromadb.config import Settings as ChromaSettings
 
-    return ChromaSettings(anonymized_telemetry=False)
+    if not token_file:
+        return ChromaSettings(anonymized_telemetry=False)
+    # A Chroma server with token auth (the chart's: CHROMA_SERVER_AUTHN_PROVIDER): "Authorization: Bearer".
+    try:
+        token = Path(token_file).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"chroma_token_file: cannot read {token_file}: {exc.strerror or exc}") from None
+    if not token:
+        raise ConfigError(f"chroma_token_file: {token_file} is empty")
+    return ChromaSettings(
+        anonymized_telemetry=False,
+        chroma_client_auth_provider="chromadb.auth.token_authn.TokenAuthClientProvider",
+        chroma_client_auth_credentials=token,
+    )
 
 
 def _open_client(settings: Settings) -> Any:
@@ -91,8 +104,12 @@ def _open_client(settings: Settings) -> Any:
     if settings.chroma_mode == "http":
         try:
             return chromadb.HttpClient(
-                host=settings.chroma_host, port=settings.chroma_port, settings=_chroma_settings()
+                host=settings.chroma_host,
+                port=settings.chroma_port,
+                settings=_chroma_settings(settings.chroma_token_file),
             )
+        except ConfigError:
+            raise
         except Exception as exc:  # chromadb raises bare ValueError/ConnectionError variants
             raise StoreUnavailable(
                 f"cannot reach Chroma at {settings.chroma_host}:{settings.chroma_port}: {exc}"

@@ -133,3 +133,39 @@ values.controls merged over its controls.
 {{- include "argo-xapp.llmModel" . }}
 {{- end }}
 {{- end }}
+
+{{/* The Secret holding the chart's Chroma server token: an existing one, else the chart's own. */}}
+{{- define "argo-xapp.chromaTokenSecret" -}}
+{{- default (printf "%s-token" (include "argo-xapp.chromaName" .)) .Values.chroma.server.auth.existingSecret }}
+{{- end }}
+
+{{/* "true" when the xApp talks to the chart's Chroma server with a token; else empty. */}}
+{{- define "argo-xapp.chromaAuth" -}}
+{{- if and .Values.chroma.server.enabled .Values.chroma.server.auth.enabled }}true{{ end }}
+{{- end }}
+
+{{/* "https" when the xApp's ports speak TLS (security.tls.secretName), else "http". */}}
+{{- define "argo-xapp.httpScheme" -}}
+{{- if .Values.security.tls.secretName }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/* The xApp's security environment: TLS files, token file, reflection, Chroma token (container env items). */}}
+{{- define "argo-xapp.securityEnv" -}}
+{{- $s := .Values.security }}
+{{- if $s.tls.secretName }}
+- name: ARGO_TLS_CERT_FILE
+  value: {{ printf "%s/tls.crt" $s.tls.mountPath | quote }}
+- name: ARGO_TLS_KEY_FILE
+  value: {{ printf "%s/tls.key" $s.tls.mountPath | quote }}
+{{- if $s.tls.mutualTLS }}
+- name: ARGO_TLS_CLIENT_CA_FILE
+  value: {{ printf "%s/ca.crt" $s.tls.mountPath | quote }}
+{{- end }}
+{{- end }}
+{{- if $s.auth.tokenSecret }}
+- name: ARGO_AUTH_TOKEN_FILE
+  value: {{ printf "%s/%s" $s.auth.mountPath $s.auth.tokenKey | quote }}
+{{- end }}
+- name: ARGO_REFLECTION
+  value: {{ $s.reflection | quote }}
+{{- end }}
