@@ -108,7 +108,7 @@ def evidence_text(
     lines = [f"- (note) {s.query}" for s in history if s.action is Action.REASON and s.query]
     passages = _passages(history)
     focus_terms = terms(focus)
-    weights = idf(itertools.chain.from_iterable(_sentence_terms(p.text)[1]) for p in passages) if focus_terms else {}
+    weights = idf([t for part in _sentence_terms(p.text)[1] for t in part] for p in passages) if focus_terms else {}
     for number, passage in enumerate(passages[:max_passages], start=1):
         lines.append(f"[{number}] {focused_snippet(passage.text, max_chars, focus_terms, weights)}")
     return "\n".join(lines) if lines else NO_EVIDENCE
