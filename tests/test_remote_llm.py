@@ -330,13 +330,12 @@ class XApp:
 
 @pytest.fixture()
 def xapp_serving(vllm_server: VLLMServer, tiny_w8a8_dir: Path, tmp_path: Path) -> Iterator[XApp]:
-    """`argo-xapp serve` as a process, with ARGO_LLM_URL: no engine of its own, the LLM is the vLLM server."""
+    """`argo-xapp serve --llm-url`, a process: no engine of its own, the LLM is the vLLM server."""
     port = free_port()
     log_path = tmp_path / "xapp.log"
     env = {
         **os.environ,
         "ARGO_DATA_DIR": str(tmp_path / "data"),
-        "ARGO_LLM_URL": vllm_server.url,
         "ARGO_LLM_TOKENIZER": str(tiny_w8a8_dir),
         "ARGO_MAX_TOKENS_SYNTHESIZE": "16",
         # Room for the LLM on a loaded shared 2-core machine: these tests check the route, not the 1 s budget.
@@ -348,7 +347,8 @@ def xapp_serving(vllm_server: VLLMServer, tiny_w8a8_dir: Path, tmp_path: Path) -
     }
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "xapp", "serve", "--grpc-port", str(port), "--http-port", "0"],
+            [sys.executable, "-m", "xapp", "serve", "--grpc-port", str(port), "--http-port", "0",
+             "--llm-url", vllm_server.url],
             env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
         )
     xapp = XApp(proc, f"127.0.0.1:{port}", log_path)

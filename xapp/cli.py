@@ -222,6 +222,7 @@ def _parser() -> argparse.ArgumentParser:
         "  argo-xapp serve\n"
         "  argo-xapp serve --grpc-port 50052 --http-port 8081 --strategy fixed-k\n"
         "  argo-xapp serve --no-llm           # templates only: starts in seconds, no model\n"
+        "  argo-xapp serve --llm-url http://vllm:8000   # the LLM on a vLLM server, no engine here\n"
         "Logs: JSON lines on stderr (ARGO_LOG_FORMAT=console for reading, ARGO_LOG_LEVEL=DEBUG for more).",
     )
     serve.add_argument(
@@ -240,9 +241,15 @@ def _parser() -> argparse.ArgumentParser:
         "--strategy", choices=STRATEGIES, metavar="NAME",
         help=f"the strategy for requests that name none (default: {d.strategy}; see below)",
     )  # fmt: skip
-    serve.add_argument(
+    llm_where = serve.add_mutually_exclusive_group()
+    llm_where.add_argument(
         "--no-llm", action="store_true", help="serve the template path only, no engine (default: the LLM)"
     )
+    llm_where.add_argument(
+        "--llm-url", metavar="URL",
+        help="use a vLLM OpenAI-compatible server (e.g. http://vllm:8000) instead of an in-process engine "
+        "(default: $ARGO_LLM_URL, else in process; docs/scaling.md)",
+    )  # fmt: skip
     _add_data_dir(serve)
     _add_model(serve)
 
@@ -456,6 +463,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         "http_port": args.http_port,
         "strategy": args.strategy,
         "llm": False if args.no_llm else None,
+        "llm_url": args.llm_url,
         "host": args.host,
     }
     flags = {k: v for k, v in flags.items() if v is not None}
