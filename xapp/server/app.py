@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp.config import Settings
+from xapp.server import limits
 from xapp.server.health import SERVICE, HealthMonitor
 from xapp.server.service import ArgoServicer, Pipeline, add_to_server, in_flight
 from xapp.telemetry.logging import get_logger, set_log_level
@@ -76,8 +77,11 @@ class ArgoServer:
 
     def _build(self) -> grpc.aio.Server:
         # Created here, not in __init__: a grpc.aio server binds to the event loop it is created on.
-        # so_reuseport off: a port already taken must fail loudly, not split traffic with a stale server.
-        server = grpc.aio.server(interceptors=self.interceptors, options=[("grpc.so_reuseport", 0)])
+        # Its options and the in-flight cap bound what callers can make it hold (xapp/server/limits.py).
+        self.in_flight_limit = limits.InFlightLimit(self.settings.max_in_flight_requests)
+        server = grpc.aio.server(
+            interceptors=[*self.interceptors, self.in_flight_limit], options=limits.server_options(self.settings)
+        )
         add_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health_servicer, server)
         reflection.enable_server_reflection(SERVICE_NAMES, server)
@@ -98,7 +102,7 @@ class ArgoServer:
                 grace_period_s=self.settings.grace_period_s,
                 max_deadline_ms=self.settings.max_deadline_ms,
             )
-        log.info("listening", host=host, grpc_port=self.port, serving=False)
+        log.info("listening", host=host, grpc_port=self.port, serving=False, **limits.describe(self.settings))
         return self.port
 
     async def attach(self, pipeline: Pipeline) -> None:

@@ -30,6 +30,11 @@ METRICS_PATH = "/ric/v1/metrics"
 
 ReadyCheck = Callable[[], "bool | Awaitable[bool]"]
 
+# Limits of what one HTTP request may send (GET only: probes and scrapes). aiohttp answers 400/413 beyond them.
+MAX_BODY_BYTES = 16 * 1024
+MAX_HEADER_LINE_BYTES = 8 * 1024  # the request line and each header
+MAX_HEADERS = 64
+
 
 class _ProbeContext:
     """The little of a ServicerContext that HealthServicer.Check uses: abort on an unknown service."""
@@ -68,15 +73,17 @@ class HttpEndpoints:
         metrics: Metrics | None = None,
         port: int = 8080,
         host: str = "0.0.0.0",
+        idle_timeout_s: float = Settings.http_idle_timeout_s,
     ) -> None:
         self._ready = ready
+        self.idle_timeout_s = idle_timeout_s
         self.metrics = metrics or default_metrics()
         self.host = host
         self.port = port  # the bound port once started (useful with port 0)
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_get(ALIVE_PATH, self._alive)
         app.router.add_get(READY_PATH, self._ready_handler)
         app.router.add_get(METRICS_PATH, self._metrics)
@@ -84,7 +91,17 @@ class HttpEndpoints:
 
     async def start(self) -> int:
         # No access log: probes every few seconds would bury the request logs.
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        # keepalive_timeout runs from the connection's start until a complete request arrives, and between
+        # requests: a client that sends its headers slowly or holds an idle connection is cut off after it.
+        runner = web.AppRunner(
+            self.app(),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.idle_timeout_s,
+            max_line_size=MAX_HEADER_LINE_BYTES,
+            max_field_size=MAX_HEADER_LINE_BYTES,
+            max_headers=MAX_HEADERS,
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:
@@ -146,6 +163,7 @@ def http_extension(
             metrics=metrics,
             port=settings.http_port if port is None else port,
             host=host,
+            idle_timeout_s=settings.http_idle_timeout_s,
         )
 
     return make
