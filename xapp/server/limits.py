@@ -19,7 +19,7 @@ a receive limit raised live takes effect at the next restart.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -152,7 +152,7 @@ class InFlightLimit(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    def _stream(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    def _stream(self, behavior: Callable[..., AsyncGenerator[Any, None]]) -> Callable[..., AsyncIterator[Any]]:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             if not self._admit():
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self._message())
