@@ -381,3 +381,110 @@ def test_starting_is_unavailable_and_says_so(
                 call(bare.target, rpc, request)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
             assert info.value.details().startswith("starting: "), info.value.details()
+
+
+# ------------------------------------------------------------------------------------------------ cancellations
+
+QUESTION = "What does the E2 interface connect in O-RAN?"
+
+
+@pytest.fixture(scope="module")
+def llm_served(
+    builtin_kb_settings: Settings, builtin_kb: Any, llm_engine: Any, tiny_w8a8_dir: Any, run: Callable[..., Any]
+) -> Iterator[Served]:
+    from xapp.pipeline.runner import ArgoPipeline
+
+    # Short generations, as tests/test_server.py: the tiny model's LLM steps must fit a 1 s budget to be tried.
+    settings = builtin_kb_settings.replace(
+        llm=True, model=str(tiny_w8a8_dir), max_tokens_decompose=8, max_tokens_reason=12, max_tokens_synthesize=16
+    )
+
+    async def build() -> Any:
+        pipeline = ArgoPipeline(settings, kb=builtin_kb, llm=llm_engine)
+        pipeline.calibrate()
+        await pipeline.calibrate_llm()
+        return pipeline
+
+    pipeline = run(build())
+    with serve(settings, pipeline, run) as s:
+        s.metrics.watch_engine(llm_engine)  # as the servicer does for the process-wide metrics
+        yield s
+    assert wait_until(lambda: llm_engine.num_unfinished_requests() == 0)
+
+
+def _aborts(served: Served) -> tuple[float, float]:
+    sample = served.metrics.registry.get_sample_value
+    return (
+        sample("argo_xapp_llm_aborted_generations_total") or 0.0,
+        sample("argo_xapp_llm_aborted_tokens_total") or 0.0,
+    )
+
+
+def _span(served: Served, rpc: str) -> Any:
+    return [s for s in served.spans.get_finished_spans() if s.name.endswith("/" + rpc)][-1]
+
+
+@pytest.mark.slow
+def test_a_cancelled_stream_is_recorded_cancelled_and_its_generation_counted(llm_served: Served) -> None:
+    aborted, tokens = _aborts(llm_served)
+
+    async def main() -> bool:
+        async with grpc.aio.insecure_channel(llm_served.target) as channel:
+            stream = channel.unary_stream(
+                SERVICE + "AnswerStream",
+                request_serializer=_serialize,
+                response_deserializer=pb.AnswerEvent.FromString,
+            )
+            call = stream(pb.AnswerRequest(question=QUESTION, strategy="fixed-k", deadline_ms=1000), timeout=5)
+            async for event in call:
+                if event.WhichOneof("event") == "token":  # the LLM is writing: walk away mid-generation
+                    return bool(call.cancel())
+        return False
+
+    assert asyncio.run(main()), "no token event: the LLM did not write the answer"
+    assert wait_until(lambda: llm_served.recorded("AnswerStream", grpc.StatusCode.CANCELLED) == 1)
+    assert llm_served.recorded("AnswerStream", grpc.StatusCode.UNKNOWN) == 0
+    span = _span(llm_served, "AnswerStream")
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
+    assert span.status.status_code.name == "UNSET"  # the caller's doing, not an error
+    assert wait_until(lambda: _aborts(llm_served)[0] >= aborted + 1)
+    assert _aborts(llm_served)[1] >= tokens + 1  # it had written at least the token we saw
+
+
+@pytest.mark.slow
+def test_a_cancelled_unary_call_is_recorded_cancelled_and_its_generation_counted(
+    llm_served: Served, llm_engine: Any
+) -> None:
+    aborted, _ = _aborts(llm_served)
+
+    async def main() -> bool:
+        async with grpc.aio.insecure_channel(llm_served.target) as channel:
+            unary = channel.unary_unary(
+                SERVICE + "Answer", request_serializer=_serialize, response_deserializer=pb.AnswerReply.FromString
+            )
+            for _ in range(5):
+                call = unary(pb.AnswerRequest(question=QUESTION, strategy="always-reason", deadline_ms=1000), timeout=5)
+                while llm_engine.num_unfinished_requests() == 0 and not call.done():
+                    await asyncio.sleep(0.001)
+                if not call.done() and call.cancel():
+                    return True
+        return False
+
+    assert asyncio.run(main()), "no call was still in the engine when cancelled"
+    assert wait_until(lambda: llm_served.recorded("Answer", grpc.StatusCode.CANCELLED) == 1)
+    assert llm_served.recorded("Answer", grpc.StatusCode.UNKNOWN) == 0
+    assert _span(llm_served, "Answer").attributes["rpc.grpc.status_code"] == grpc.StatusCode.CANCELLED.value[0]
+    assert wait_until(lambda: _aborts(llm_served)[0] >= aborted + 1)
+
+
+@pytest.mark.slow
+def test_a_deadline_abort_is_counted_with_its_tokens(llm_engine: Any, run: Callable[..., Any]) -> None:
+    metrics = Metrics()
+    metrics.watch_engine(llm_engine)
+    sample = metrics.registry.get_sample_value
+    before = (sample("argo_xapp_llm_aborted_generations_total"), sample("argo_xapp_llm_aborted_tokens_total"))
+    messages = [{"role": "user", "content": "Describe the O-RAN architecture in detail."}]
+    gen = run(llm_engine.generate(messages, max_tokens=1500, deadline=time.monotonic() + 0.3))
+    assert gen.aborted and gen.completion_tokens > 0
+    assert sample("argo_xapp_llm_aborted_generations_total") == before[0] + 1
+    assert sample("argo_xapp_llm_aborted_tokens_total") == before[1] + gen.completion_tokens
