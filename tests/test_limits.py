@@ -29,7 +29,7 @@ FLOOD_REQUESTS = 128
 FLOOD_BYTES = 3_900_000  # just under gRPC's default 4 MiB receive limit: what the probe sent
 FLOOD_CHANNELS = 16  # connections the flood spreads over (a real probe opens several)
 # The bound: the flood may raise the server's resident memory by at most this much, at its peak and after.
-# Before the limits, the same flood took it from ~0.5 GB to ~2.4 GB (docs/api.md, "Limits").
+# Before the limits the same flood took it from 654 MB to 1184 MB, and it stayed at 1165 MB (docs/api.md, "Limits").
 RSS_PEAK_BOUND_MB = 150
 RSS_AFTER_BOUND_MB = 100
 
@@ -165,3 +165,34 @@ def test_a_flood_of_oversized_requests_is_refused_and_memory_stays_bounded(templ
     assert after - baseline < RSS_AFTER_BOUND_MB, figures
     # … and it still answers.
     assert answer_ok(template_server.target).answer.strip()
+
+
+def test_the_http_port_cuts_off_slow_headers_and_refuses_oversized_ones() -> None:
+    from xapp.server.http import MAX_HEADER_LINE_BYTES, HttpEndpoints
+
+    async def main() -> tuple[float, bytes, bytes]:
+        async with HttpEndpoints(ready=lambda: True, port=0, host="127.0.0.1", idle_timeout_s=0.5) as http:
+            # A client that starts a request and never finishes its headers (slowloris) …
+            reader, writer = await asyncio.open_connection("127.0.0.1", http.port)
+            writer.write(b"GET /ric/v1/health/alive HTTP/1.1\r\nHost: x\r\n")
+            await writer.drain()
+            t0 = time.monotonic()
+            closed = await asyncio.wait_for(reader.read(), timeout=5)  # b"" once the server closes it
+            cut_after = time.monotonic() - t0
+            writer.close()
+            # … a header over the limit …
+            reader, writer = await asyncio.open_connection("127.0.0.1", http.port)
+            big = b"X-Big: " + b"a" * (MAX_HEADER_LINE_BYTES + 1) + b"\r\n"
+            writer.write(b"GET /ric/v1/health/alive HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
+            refused = await asyncio.wait_for(reader.readline(), timeout=5)
+            writer.close()
+            # … and a normal probe.
+            reader, writer = await asyncio.open_connection("127.0.0.1", http.port)
+            writer.write(b"GET /ric/v1/health/alive HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            ok = await asyncio.wait_for(reader.readline(), timeout=5)
+            writer.close()
+            return cut_after, closed + refused, ok
+
+    cut_after, refused, ok = asyncio.run(main())
+    assert cut_after < 2.0 and refused.startswith((b"HTTP/1.0 4", b"HTTP/1.1 4")), (cut_after, refused)
+    assert ok.startswith(b"HTTP/1.1 200"), ok

@@ -4,7 +4,9 @@
     GET /ric/v1/health/ready   200 when the readiness check says ready (the gRPC health is SERVING), else 503
     GET /ric/v1/metrics        Prometheus text exposition of the xApp's registry
 
-Served by aiohttp on the running event loop, next to the grpc.aio server; ``HttpEndpoints`` is an async
+Bounded: a connection that sends no complete request within ``http_idle_timeout_s`` (headers included) is
+closed, and a request's body, request line and headers are capped (``MAX_*`` below). Served by aiohttp on the
+running event loop, next to the grpc.aio server; ``HttpEndpoints`` is an async
 context manager (start on enter, stop on exit). ``http_extension`` adapts it to the gRPC server's
 extension hook (``serve_async(..., extensions=[http_extension(settings)])``).
 """

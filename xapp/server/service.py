@@ -5,10 +5,14 @@ runs the pipeline call as part of the RPC's own task — so a caller cancelling 
 engine aborts the generation — and maps failures to status codes:
 
   INVALID_ARGUMENT    the request is unusable; the message names the field
-  RESOURCE_EXHAUSTED  no request slot freed up within the time the deadline allowed
+  RESOURCE_EXHAUSTED  no request slot freed up within the time the deadline allowed (and, before the
+                      handler: too many calls in flight, or a request over the receive limit; limits.py)
   UNAVAILABLE         nothing can answer (still starting, or a dependency error escaped every fallback)
-  DEADLINE_EXCEEDED   the pipeline overran its deadline (a bug: it is built to answer in time)
+  DEADLINE_EXCEEDED   the pipeline overran its deadline (a bug: it is built to answer in time); Retrieve
+                      answers OK with no passages instead, as for a store too slow to answer
   INTERNAL            an unexpected error; logged with its traceback, the server keeps serving
+
+docs/api.md holds the table of every error class; tests/test_status_codes.py checks it.
 """
 
 from __future__ import annotations
