@@ -141,6 +141,16 @@ class Settings:
     # changes; empty: no token needed. grpc.health.v1 stays open for probes.
     auth_token_file: str = ""
     reflection: bool = True  # gRPC server reflection (grpcurl without the proto files)
+    # Bounded resources (xapp/server/limits.py; docs/api.md, "Limits"). The gRPC receive limit is derived from
+    # the text limits above at start. RPCs handled at once (running or waiting for one of max_concurrency
+    # slots); beyond it a call is refused at once with RESOURCE_EXHAUSTED, before its work starts
+    max_in_flight_requests: int = 64
+    max_streams_per_connection: int = 64  # concurrent gRPC calls on one connection (HTTP/2 streams)
+    max_connections: int = 256  # gRPC connections open at once; more are refused by gRPC
+    grpc_idle_timeout_s: float = 300.0  # a gRPC connection with no call for this long is closed (clients reconnect)
+    handshake_timeout_s: float = 10.0  # a new gRPC connection must finish its HTTP/2 handshake within this
+    # An HTTP connection is closed when no complete request (headers included) arrives for this long
+    http_idle_timeout_s: float = 15.0
     # --- telemetry -----------------------------------------------------------------------------
     otlp_endpoint: str = ""  # empty: OTEL_EXPORTER_OTLP_* decide; none set means no export
     # Questions and sub-queries may carry operator data: spans carry their length only, unless this is on.
@@ -163,6 +173,14 @@ class Settings:
             raise ConfigError(f"ngram_speculation must be in 0..8 tokens, got {self.ngram_speculation}")
         if self.max_concurrency < 1:
             raise ConfigError("max_concurrency must be >= 1")
+        for name in ("max_in_flight_requests", "max_streams_per_connection", "max_connections"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if self.max_in_flight_requests < self.max_concurrency:
+            raise ConfigError("max_in_flight_requests must be >= max_concurrency (calls beyond it wait for a slot)")
+        for name in ("grpc_idle_timeout_s", "handshake_timeout_s", "http_idle_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0 seconds")
         if not 1 <= self.max_options <= MAX_OPTIONS:
             raise ConfigError(f"max_options must be in 1..{MAX_OPTIONS} (the LLM labels options A-Z)")
         if self.llm_url and not self.llm_url.startswith(("http://", "https://")):

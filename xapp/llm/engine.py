@@ -199,6 +199,7 @@ class EngineStats:
 
     requests: int = 0
     aborted: int = 0  # deadline or cancellation
+    aborted_tokens: int = 0  # tokens those aborted requests had generated (work thrown away)
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0  # prompt tokens served from the prefix cache
     completion_tokens: int = 0
@@ -397,16 +398,23 @@ class VLLMEngine:
             await asyncio.wait_for(consume(), timeout=deadline - time.monotonic())
         except (asyncio.TimeoutError, TimeoutError):
             state.finish_reason = "deadline"
+            self._aborted(state)
         except asyncio.CancelledError:
-            self.stats.aborted += 1
+            state.finish_reason = "cancelled"
+            self._aborted(state)
             raise
         except Exception as exc:
             raise EngineUnavailable(f"generation failed: {type(exc).__name__}: {exc}") from exc
         finally:
             self.stats.cached_prompt_tokens += state.cached_tokens
             self.stats.completion_tokens += state.completion_tokens
-        self.stats.aborted += state.finish_reason == "deadline"
         return state
+
+    def _aborted(self, state: _Progress) -> None:
+        # Every abort is counted here, where it happens: a cancelled caller gets no answer whose usage could
+        # carry it (argo_xapp_llm_aborted_generations_total / _tokens_total read these).
+        self.stats.aborted += 1
+        self.stats.aborted_tokens += state.completion_tokens
 
     async def generate(
         self,

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp.config import Settings
+from xapp.server import limits
 from xapp.server.health import SERVICE, HealthMonitor
 from xapp.server.security import grpc_server_credentials, server_interceptors
 from xapp.server.service import ArgoServicer, Pipeline, add_to_server, in_flight
@@ -77,10 +78,12 @@ class ArgoServer:
 
     def _build(self) -> grpc.aio.Server:
         # Created here, not in __init__: a grpc.aio server binds to the event loop it is created on.
-        # so_reuseport off: a port already taken must fail loudly, not split traffic with a stale server.
-        # The token check runs inside the given interceptors, so telemetry also counts refused calls.
-        interceptors = [*self.interceptors, *server_interceptors(self.settings)]
-        server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+        # Its options and the in-flight cap bound what callers can make it hold (xapp/server/limits.py). The token
+        # check runs inside the given (telemetry) interceptors, so refused calls are counted, and before the
+        # in-flight cap, so strangers take no slot.
+        self.in_flight_limit = limits.InFlightLimit(self.settings.max_in_flight_requests)
+        interceptors = [*self.interceptors, *server_interceptors(self.settings), self.in_flight_limit]
+        server = grpc.aio.server(interceptors=interceptors, options=limits.server_options(self.settings))
         add_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health_servicer, server)
         if self.settings.reflection:
@@ -118,6 +121,7 @@ class ArgoServer:
             mutual_tls=bool(credentials and self.settings.tls_client_ca_file),
             token_auth=bool(self.settings.auth_token_file),
             reflection=self.settings.reflection,
+            **limits.describe(self.settings),
         )
         return self.port
 

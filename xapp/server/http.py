@@ -4,7 +4,9 @@
     GET /ric/v1/health/ready   200 when the readiness check says ready (the gRPC health is SERVING), else 503
     GET /ric/v1/metrics        Prometheus text exposition of the xApp's registry
 
-Served by aiohttp on the running event loop, next to the grpc.aio server; ``HttpEndpoints`` is an async
+Bounded: a connection that sends no complete request within ``http_idle_timeout_s`` (headers included) is
+closed, and a request's body, request line and headers are capped (``MAX_*`` below). Served by aiohttp on the
+running event loop, next to the grpc.aio server; ``HttpEndpoints`` is an async
 context manager (start on enter, stop on exit). ``http_extension`` adapts it to the gRPC server's
 extension hook (``serve_async(..., extensions=[http_extension(settings)])``).
 """
@@ -31,6 +33,11 @@ READY_PATH = "/ric/v1/health/ready"
 METRICS_PATH = "/ric/v1/metrics"
 
 ReadyCheck = Callable[[], "bool | Awaitable[bool]"]
+
+# Limits of what one HTTP request may send (GET only: probes and scrapes). aiohttp answers 400/413 beyond them.
+MAX_BODY_BYTES = 16 * 1024
+MAX_HEADER_LINE_BYTES = 8 * 1024  # the request line and each header
+MAX_HEADERS = 64
 
 
 class _ProbeContext:
@@ -71,8 +78,10 @@ class HttpEndpoints:
         port: int = 8080,
         host: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        idle_timeout_s: float = Settings.http_idle_timeout_s,
     ) -> None:
         self._ready = ready
+        self.idle_timeout_s = idle_timeout_s
         self.metrics = metrics or default_metrics()
         self.host = host  # None: every interface, IPv4 and IPv6
         self.ssl_context = ssl_context  # None: plain HTTP
@@ -80,7 +89,7 @@ class HttpEndpoints:
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
         app.router.add_get(ALIVE_PATH, self._alive)
         app.router.add_get(READY_PATH, self._ready_handler)
         app.router.add_get(METRICS_PATH, self._metrics)
@@ -88,7 +97,17 @@ class HttpEndpoints:
 
     async def start(self) -> int:
         # No access log: probes every few seconds would bury the request logs.
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        # keepalive_timeout runs from the connection's start until a complete request arrives, and between
+        # requests: a client that sends its headers slowly or holds an idle connection is cut off after it.
+        runner = web.AppRunner(
+            self.app(),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.idle_timeout_s,
+            max_line_size=MAX_HEADER_LINE_BYTES,
+            max_field_size=MAX_HEADER_LINE_BYTES,
+            max_headers=MAX_HEADERS,
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
         try:
@@ -156,6 +175,7 @@ def http_extension(
             port=settings.http_port if port is None else port,
             host=http_host(settings.host if host is None else host),
             ssl_context=context,
+            idle_timeout_s=settings.http_idle_timeout_s,
         )
 
     return make

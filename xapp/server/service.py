@@ -5,10 +5,14 @@ runs the pipeline call as part of the RPC's own task — so a caller cancelling 
 engine aborts the generation — and maps failures to status codes:
 
   INVALID_ARGUMENT    the request is unusable; the message names the field
-  RESOURCE_EXHAUSTED  no request slot freed up within the time the deadline allowed
+  RESOURCE_EXHAUSTED  no request slot freed up within the time the deadline allowed (and, before the
+                      handler: too many calls in flight, or a request over the receive limit; limits.py)
   UNAVAILABLE         nothing can answer (still starting, or a dependency error escaped every fallback)
-  DEADLINE_EXCEEDED   the pipeline overran its deadline (a bug: it is built to answer in time)
+  DEADLINE_EXCEEDED   the pipeline overran its deadline (a bug: it is built to answer in time); Retrieve
+                      answers OK with no passages instead, as for a store too slow to answer
   INTERNAL            an unexpected error; logged with its traceback, the server keeps serving
+
+docs/api.md holds the table of every error class; tests/test_status_codes.py checks it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from google.protobuf.message import DecodeError
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
 from xapp.config import Settings
-from xapp.domain import Answer, Question, Step
+from xapp.domain import Action, Answer, Cause, Component, Fallback, PathKind, Question, Step
 from xapp.errors import EngineUnavailable, InvalidRequest, StoreUnavailable
 from xapp.pipeline.budget import request_deadline
 from xapp.server import convert, validation
@@ -212,11 +216,18 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         rpc: str,
         deadline: float,
         work: Callable[[], Awaitable[T]],
+        on_overrun: Callable[[], T] | None = None,
     ) -> tuple[T, float]:
-        """Admit, run ``work`` within the deadline, map failures; returns the result and the ms spent queued."""
+        """Admit, run ``work`` within the deadline, map failures; returns the result and the ms spent queued.
+        ``on_overrun``: the reply when ``work`` did not finish in time (else DEADLINE_EXCEEDED)."""
         try:
             async with self.admission.slot(deadline) as waited_s:
-                return await self._guarded(deadline, work()), waited_s * 1000.0
+                try:
+                    return await self._guarded(deadline, work()), waited_s * 1000.0
+                except PipelineOverran:
+                    if on_overrun is None:
+                        raise
+                    return on_overrun(), waited_s * 1000.0
         except asyncio.CancelledError:
             self._log_cancel(rpc, deadline)
             raise
@@ -345,9 +356,29 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         pipeline, (query, top_k, deadline_ms) = await self._prepare(context, request, validate)
         deadline = request_deadline(self.settings, deadline_ms, context.time_remaining(), now=start)
 
+        def too_late() -> Step:
+            # A deadline of a few ms: the search (in a thread, competing with the event loop for the CPU) came
+            # back after it. Like a store that does not answer in time: OK, no passages, and why.
+            ms = _ms_since(start)
+            detail = f"no search result within the {deadline_ms or self.settings.deadline_ms} ms deadline"
+            return Step(
+                Action.RETRIEVE,
+                PathKind.TEMPLATE,
+                0.0,
+                0.0,
+                ms,
+                query=query,
+                fallback_reason=Fallback(Component.RETRIEVER, Cause.STORE_TIMEOUT, detail).text,
+                timings_ms={Component.RETRIEVER.value: ms},
+            )
+
         # The pipeline answers a retrieval even when the store fails or is too slow (no passages, the reason).
         step, _ = await self._unary(
-            context, "Retrieve", deadline, lambda: pipeline.retrieve(query, top_k=top_k, deadline=deadline)
+            context,
+            "Retrieve",
+            deadline,
+            lambda: pipeline.retrieve(query, top_k=top_k, deadline=deadline),
+            on_overrun=too_late,
         )
         self.metrics.record_step(step)
         return pb.RetrieveReply(

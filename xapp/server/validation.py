@@ -19,6 +19,11 @@ MAX_TOP_K = 50
 MAX_HISTORY_STEPS = 32  # the loop itself never runs more than settings.max_steps; history is a caller's replay
 MAX_PASSAGES_PER_STEP = MAX_TOP_K
 MAX_PASSAGE_CHARS = 20_000
+# All the text of a history together (queries, passages, sources, fallback reasons): what bounds the largest
+# valid request, and so the gRPC receive limit (xapp/server/limits.py). Four full Answer replies' steps
+# (4 steps of 4 passages of <= 1200 characters each) take ~80 000.
+MAX_HISTORY_CHARS = 100_000
+MAX_TIMINGS_PER_STEP = 32
 
 _ACTIONS = {
     pb.ACTION_RETRIEVE: Action.RETRIEVE,
@@ -141,9 +146,29 @@ def step(msg: pb.Step, index: int, settings: Settings) -> Step:
     )
 
 
+def _history_chars(msg: pb.Step) -> int:
+    passages = sum(len(p.id) + len(p.text) + len(p.source) + len(p.heading) for p in msg.passages)
+    return len(msg.query) + len(msg.fallback_reason) + passages + sum(map(len, msg.sources)) + sum(
+        map(len, msg.timings_ms)
+    )
+
+
 def history(steps: list[pb.Step] | tuple[pb.Step, ...], settings: Settings) -> list[Step]:
     if len(steps) > MAX_HISTORY_STEPS:
         raise InvalidRequest("history", f"has {len(steps)} steps; at most {MAX_HISTORY_STEPS} are allowed")
+    for i, s in enumerate(steps):
+        # Sources and timings are not read back, but they travel: bounded like the rest.
+        if len(s.sources) > MAX_PASSAGES_PER_STEP:
+            raise InvalidRequest(f"history[{i}].sources", f"at most {MAX_PASSAGES_PER_STEP} sources per step")
+        if len(s.timings_ms) > MAX_TIMINGS_PER_STEP:
+            raise InvalidRequest(f"history[{i}].timings_ms", f"at most {MAX_TIMINGS_PER_STEP} entries per step")
+    chars = sum(_history_chars(s) for s in steps)
+    if chars > MAX_HISTORY_CHARS:
+        raise InvalidRequest(
+            "history",
+            f"holds {chars} characters of text; at most {MAX_HISTORY_CHARS} are allowed "
+            "(send fewer steps, or passages without their text)",
+        )
     return [step(s, i, settings) for i, s in enumerate(steps)]
 
 

@@ -344,7 +344,9 @@ def _status_code(context: Any, exc: BaseException | None) -> grpc.StatusCode:
                 return status
     if exc is None:
         return grpc.StatusCode.OK
-    if isinstance(exc, asyncio.CancelledError):
+    # The caller went away: a unary handler is cancelled; a streamed one is closed at its yield (GeneratorExit),
+    # which once was recorded as UNKNOWN.
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         return grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
 

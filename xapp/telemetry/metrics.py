@@ -167,12 +167,6 @@ class Metrics:
             namespace=ns,
             registry=r,
         )
-        self.aborted = Counter(
-            "llm_aborted_generations",
-            "LLM generations cut short by the deadline or the caller",
-            namespace=ns,
-            registry=r,
-        )
         self.ttft = Histogram(
             "llm_time_to_first_token_seconds",
             "time to the first generated token",
@@ -238,7 +232,7 @@ class Metrics:
         for component, ms in step.timings_ms.items():
             self.component_latency.labels(component).observe(ms / 1000.0)
         self._record_usage(
-            step.usage.prompt_tokens, step.usage.completion_tokens, step.usage.ttft_ms, step.usage.aborted
+            step.usage.prompt_tokens, step.usage.completion_tokens, step.usage.ttft_ms
         )
 
     def record_answer(self, answer: Answer, rpc: str) -> None:
@@ -259,21 +253,17 @@ class Metrics:
             self.component_latency.labels(component).observe(ms / 1000.0)
         for step in answer.steps:
             self.steps.labels(step.action.value, step.path.value).inc()
-            self._record_usage(
-                step.usage.prompt_tokens, step.usage.completion_tokens, step.usage.ttft_ms, step.usage.aborted
-            )
+            self._record_usage(step.usage.prompt_tokens, step.usage.completion_tokens, step.usage.ttft_ms)
         u = answer.synthesis_usage
-        self._record_usage(u.prompt_tokens, u.completion_tokens, u.ttft_ms, u.aborted)
+        self._record_usage(u.prompt_tokens, u.completion_tokens, u.ttft_ms)
 
-    def _record_usage(self, prompt: int, completion: int, ttft_ms: float, aborted: bool) -> None:
+    def _record_usage(self, prompt: int, completion: int, ttft_ms: float) -> None:
         if prompt:
             self.tokens.labels("prompt").inc(prompt)
         if completion:
             self.tokens.labels("completion").inc(completion)
         if ttft_ms > 0:
             self.ttft.observe(ttft_ms / 1000.0)
-        if aborted:
-            self.aborted.inc()
 
     # -- exposition -----------------------------------------------------------------------------
 
@@ -296,6 +286,13 @@ ENGINE_METRICS: dict[str, tuple[str, str, str]] = {
         "cached_prompt_tokens",
     ),
     "llm_engine_generation_tokens": ("counter", "tokens the LLM engine generated", "completion_tokens"),
+    # Counted by the engine where it aborts, so a cancelled caller's generation counts too (no answer carries it).
+    "llm_aborted_generations": (
+        "counter",
+        "LLM generations cut short by the deadline or the caller",
+        "aborted",
+    ),
+    "llm_aborted_tokens": ("counter", "tokens the aborted LLM generations had generated", "aborted_tokens"),
 }
 
 
@@ -306,7 +303,9 @@ class _EngineCollector(Collector):
         self.engine: Any = None
 
     def collect(self) -> Iterable[Metric]:
-        stats = getattr(self.engine, "stats", None)
+        # The in-process engine keeps an EngineStats; the client of a vLLM server counts requests and aborts on
+        # itself (what it does not count reads 0).
+        stats = getattr(self.engine, "stats", self.engine)
         for name, (kind, doc, attr) in ENGINE_METRICS.items():
             value = float(getattr(stats, attr, 0) or 0)
             full = f"{NAMESPACE}_{name}"
