@@ -231,3 +231,15 @@ def test_the_load_bench_mixes_question_kinds_and_counts_the_llms_choices() -> No
     assert row["errors"] == '{"RESOURCE_EXHAUSTED": 1}' and row["throughput_rps"] == 1.5
     own = process_tree_rss_mb(os.getpid())
     assert own is not None and own > 10 and process_tree_rss_mb(2**22 + 7) is None
+
+
+def test_one_wild_forecast_error_cannot_make_every_later_plan_many_times_too_slow() -> None:
+    costs = LLMCostModel(prefill_s=1e-5, decode_s=1e-4, overhead_s=0.0, alpha=0.2)
+    # Predicted ~1 ms, took half a second: counted as an error of 100 %, not 50 000 %.
+    costs.observe(prompt_tokens=100, cached_tokens=0, ttft_s=0.5, completion_tokens=1, total_s=0.5, aborted=False,
+                  forecast_s=0.001, alone=False)
+    assert costs.rel_error == pytest.approx(0.8 * 0.1 + 0.2 * 1.0) and costs.safety() < 2.0
+    budget = Budget(time.monotonic() + 1e-4, LatencyEstimator(), costs)
+    refused = budget.plan_llm(_Counter([]), [prompts.PromptVariant([{"role": "user", "content": "x" * 400}])],
+                              min_tokens=1, max_tokens=1)
+    assert isinstance(refused, NoPlan) and "for their recent error" in refused.detail

@@ -53,6 +53,7 @@ class Level:
     mc_llm: int = 0  # … whose option the LLM chose
     queued_ms: list[float] = field(default_factory=list)  # admission wait of OK replies (timings_ms["admission"])
     late_examples: list[str] = field(default_factory=list)
+    fallback_details: dict[str, list[str]] = field(default_factory=dict)  # the first few details per fallback
     rss_start_mb: float | None = None  # server process tree (with the engine core), when --pid is given
     rss_end_mb: float | None = None
 
@@ -86,7 +87,11 @@ class Level:
             self.mc_replies += 1
             self.mc_llm += bool(reply.option_probabilities)
         for f in reply.fallbacks:
-            self.fallbacks[f"{f.component}: {f.cause}"] += 1
+            key = f"{f.component}: {f.cause}"
+            self.fallbacks[key] += 1
+            details = self.fallback_details.setdefault(key, [])
+            if len(details) < 3:
+                details.append(f.detail)
 
     def row(self) -> dict[str, object]:
         ok = max(self.ok, 1)
@@ -244,6 +249,8 @@ async def main_async(args: argparse.Namespace) -> list[Level]:
             print(_format(level.row()), flush=True)
             for example in level.late_examples:
                 print(f"    late: {example}", flush=True)
+            for key, _ in level.fallbacks.most_common(3):
+                print(f"    fallback {key}: " + " | ".join(level.fallback_details[key]), flush=True)
         return levels
 
 

@@ -40,6 +40,10 @@ LEXICAL_RESERVE_S = 0.025
 ADMISSION_RESERVE_S = 0.05
 # The transport's share: ``Settings.safety_margin_ms``, at most this fraction of a short deadline.
 MAX_MARGIN_FRACTION = 0.1
+# One LLM call's relative error counts at most this much toward the safety factor (which is then at most
+# 2×): a single call predicted far too fast (a cold engine, a stalled CPU) must not make every plan after it
+# many times too slow; the per-token costs themselves are corrected by the next calls.
+MAX_REL_ERROR = 1.0
 
 
 def request_deadline(
@@ -288,9 +292,9 @@ class LLMCostModel:
             if aborted:
                 # Cut off by its deadline: it would have taken longer. It can only widen the safety factor.
                 if total_s > predicted:
-                    self.rel_error = (1 - a) * self.rel_error + a * (total_s / predicted - 1)
+                    self.rel_error = (1 - a) * self.rel_error + a * min(total_s / predicted - 1, MAX_REL_ERROR)
                 return
-            self.rel_error = (1 - a) * self.rel_error + a * abs(total_s / predicted - 1)
+            self.rel_error = (1 - a) * self.rel_error + a * min(abs(total_s / predicted - 1), MAX_REL_ERROR)
             if not alone:
                 return
             uncached = prompt_tokens - cached_tokens
@@ -502,6 +506,8 @@ class Budget:
             if need <= left:
                 crowded = forecast.crowds_out
         detail = f"needs ~{need * 1000:.0f} ms, {max(left, 0.0) * 1000:.0f} ms left"
+        if self.costs.safety() > 1.25:  # a planner this cautious says so: its recent forecasts were off
+            detail += f" (forecasts ×{self.costs.safety():.2f} for their recent error)"
         if queue:
             detail += f", {wait * 1000:.0f} ms of it behind {len(queue)} LLM call(s) in the engine"
         if crowded:
