@@ -243,3 +243,25 @@ def test_one_wild_forecast_error_cannot_make_every_later_plan_many_times_too_slo
     refused = budget.plan_llm(_Counter([]), [prompts.PromptVariant([{"role": "user", "content": "x" * 400}])],
                               min_tokens=1, max_tokens=1)
     assert isinstance(refused, NoPlan) and "for their recent error" in refused.detail
+
+
+def test_a_model_that_no_call_has_taught_for_a_while_probes_once_with_an_idle_engine() -> None:
+    from xapp.pipeline import budget as budget_module
+
+    costs = _costs()
+    variants = [prompts.PromptVariant([{"role": "user", "content": "x" * 1600}])]  # 400 tokens: 0.9 s
+    now = time.monotonic()
+    near = Budget(now + 0.7, LatencyEstimator(), costs)  # 30 % short
+    assert isinstance(near.plan_llm(_Counter([]), variants, min_tokens=1, max_tokens=1), NoPlan)  # just taught
+    costs._taught = now - budget_module.PROBE_AFTER_S - 1
+    # Busy engine: no probe (it would only wait). Idle: one probe, aborted at the deadline if the forecast
+    # was right; the next request is refused again until the model has been taught or the time has passed.
+    assert isinstance(near.plan_llm(_Counter([_choice(now, deadline=now + 5)]), variants, min_tokens=1,
+                                    max_tokens=1), NoPlan)
+    probe = near.plan_llm(_Counter([]), variants, min_tokens=1, max_tokens=1)
+    assert isinstance(probe, LLMPlan) and probe.probe and probe.deadline == near.deadline
+    assert isinstance(near.plan_llm(_Counter([]), variants, min_tokens=1, max_tokens=1), NoPlan)
+    # Hopeless (more than PROBE_SLACK over): never probed.
+    costs._taught = now - budget_module.PROBE_AFTER_S - 1
+    far = Budget(now + 0.5, LatencyEstimator(), costs)
+    assert isinstance(far.plan_llm(_Counter([]), variants, min_tokens=1, max_tokens=1), NoPlan)

@@ -44,6 +44,13 @@ MAX_MARGIN_FRACTION = 0.1
 # 2×): a single call predicted far too fast (a cold engine, a stalled CPU) must not make every plan after it
 # many times too slow; the per-token costs themselves are corrected by the next calls.
 MAX_REL_ERROR = 1.0
+# Costs are learned only from calls that run, so a model calibrated on a busy moment would refuse the LLM for
+# good. When no call has taught it for PROBE_AFTER_S, an idle engine gets one call forecast at most
+# PROBE_SLACK over the time left: aborted at the deadline if the forecast was right (the template answers in
+# time), a lesson if it was too slow (on a shared 2-core host a start-up calibration forecast option
+# choices at ~1.1 s that took 0.5-0.7 s).
+PROBE_AFTER_S = 3.0
+PROBE_SLACK = 0.5
 
 
 def request_deadline(
@@ -187,6 +194,7 @@ class LLMCostModel:
         self.rel_error = 0.1  # EWMA of |observed / predicted − 1|
         self._alpha = alpha
         self._lock = threading.Lock()
+        self._taught = time.monotonic()  # last calibration, observation or probe
 
     def calibrate(self, *, overhead_s: float, prefill_s: float, decode_s: float, cached_tokens: float) -> None:
         with self._lock:
@@ -194,6 +202,15 @@ class LLMCostModel:
             self.prefill_s = max(prefill_s, 1e-5)
             self.decode_s = max(decode_s, 1e-4)
             self.cached_tokens = max(cached_tokens, 0.0)
+            self._taught = time.monotonic()
+
+    def claim_probe(self, now: float) -> bool:
+        """True (once per PROBE_AFTER_S) when no call has taught the model for that long: see PROBE_SLACK."""
+        with self._lock:
+            if now - self._taught < PROBE_AFTER_S:
+                return False
+            self._taught = now
+            return True
 
     def uncached(self, prompt_tokens: int) -> float:
         """The prompt tokens a call is expected to prefill (the prefix cache serves the rest)."""
@@ -285,6 +302,7 @@ class LLMCostModel:
             return
         a = self._alpha
         with self._lock:
+            self._taught = time.monotonic()
             predicted = self._nominal(prompt_tokens, max(completion_tokens, 1))
             if forecast_s is not None and forecast_s > 0:
                 predicted = forecast_s
@@ -431,6 +449,7 @@ class LLMPlan:
     deadline: float  # absolute monotonic: the engine aborts the call here
     predicted_s: float
     wait_s: float = 0.0  # of predicted_s: the LLM calls ahead of it in the engine
+    probe: bool = False  # forecast not to fit, sent to learn whether the forecast is still right (PROBE_SLACK)
 
     @property
     def messages(self) -> list[Message]:
@@ -495,7 +514,7 @@ class Budget:
         until = self.deadline - keep
         left = until - now
         queue = llm.queued()
-        need, wait, crowded = 0.0, 0.0, ""
+        need, wait, crowded, tokens = 0.0, 0.0, "", 0
         for variant in variants:
             tokens = llm.prompt_tokens(variant.messages)
             forecast = self.costs.forecast(tokens, queue, now=now)
@@ -505,6 +524,8 @@ class Budget:
                 return LLMPlan(variant, tokens, max(fit, min_tokens), until, forecast.finish_s(fit), wait)
             if need <= left:
                 crowded = forecast.crowds_out
+        if variants and not queue and left > 0 and need <= left * (1 + PROBE_SLACK) and self.costs.claim_probe(now):
+            return LLMPlan(variants[-1], tokens, min_tokens, until, need, 0.0, probe=True)
         detail = f"needs ~{need * 1000:.0f} ms, {max(left, 0.0) * 1000:.0f} ms left"
         if self.costs.safety() > 1.25:  # a planner this cautious says so: its recent forecasts were off
             detail += f" (forecasts ×{self.costs.safety():.2f} for their recent error)"
