@@ -265,3 +265,10 @@ def test_a_model_that_no_call_has_taught_for_a_while_probes_once_with_an_idle_en
     costs._taught = now - budget_module.PROBE_AFTER_S - 1
     far = Budget(now + 0.5, LatencyEstimator(), costs)
     assert isinstance(far.plan_llm(_Counter([]), variants, min_tokens=1, max_tokens=1), NoPlan)
+    # A busy CPU (retrieval at 3× its calibrated time): no probe either.
+    busy = LatencyEstimator({"retrieve": 0.03})
+    busy.observe("retrieve", 0.3)
+    assert busy.slowdown("retrieve") > budget_module.PROBE_QUIET
+    loaded = Budget(now + 0.7, busy, costs)
+    assert isinstance(loaded.plan_llm(_Counter([]), variants, min_tokens=1, max_tokens=1), NoPlan)
+    assert isinstance(near.plan_llm(_Counter([]), variants, min_tokens=1, max_tokens=1), LLMPlan)  # still due

@@ -51,6 +51,11 @@ MAX_REL_ERROR = 1.0
 # choices at ~1.1 s that took 0.5-0.7 s).
 PROBE_AFTER_S = 3.0
 PROBE_SLACK = 0.5
+# … and only while retrieval runs at most this many times its calibrated time: on a busy CPU a probe measures
+# the contention, not the engine, and takes the cores the other requests need to answer in time (one run of
+# 100 calls at 8 callers on 2 shared cores: with probes, two aborted LLM calls and 8 replies 38-134 ms late;
+# the run before, without probes, none late).
+PROBE_QUIET = 1.5
 
 
 def request_deadline(
@@ -144,6 +149,12 @@ class LatencyEstimator:
                 a = self._alpha
                 self._dev[key] = (1 - a) * self._dev.get(key, 0.0) + a * abs(seconds - mean)
                 self._mean[key] = (1 - a) * mean + a * seconds
+
+    def slowdown(self, key: str) -> float:
+        """How many times its prior (its calibrated time) the component takes now: the CPU's contention."""
+        with self._lock:
+            prior = self._prior.get(key)
+            return self._mean.get(key, 0.0) / prior if prior else 1.0
 
     def snapshot(self) -> dict[str, float]:
         with self._lock:
@@ -524,7 +535,8 @@ class Budget:
                 return LLMPlan(variant, tokens, max(fit, min_tokens), until, forecast.finish_s(fit), wait)
             if need <= left:
                 crowded = forecast.crowds_out
-        if variants and not queue and left > 0 and need <= left * (1 + PROBE_SLACK) and self.costs.claim_probe(now):
+        quiet = self.estimator.slowdown("retrieve") <= PROBE_QUIET
+        if variants and not queue and quiet and 0 < need <= left * (1 + PROBE_SLACK) and self.costs.claim_probe(now):
             return LLMPlan(variants[-1], tokens, min_tokens, until, need, 0.0, probe=True)
         detail = f"needs ~{need * 1000:.0f} ms, {max(left, 0.0) * 1000:.0f} ms left"
         if self.costs.safety() > 1.25:  # a planner this cautious says so: its recent forecasts were off
