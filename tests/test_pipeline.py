@@ -13,6 +13,7 @@ from xapp.config import Settings
 from xapp.domain import Action, Passage, PathKind, Question, Step
 from xapp.errors import StoreUnavailable
 from xapp.llm import prompts
+from xapp.llm.base import QueuedCall
 from xapp.pipeline.budget import Budget, LatencyEstimator, LLMCostModel, LLMPlan, NoPlan
 from xapp.pipeline.runner import ArgoPipeline
 from xapp.policy.progress import retrieval_gain
@@ -197,16 +198,18 @@ def test_llm_work_aborted_at_a_short_deadline(
 
 
 class _CharTokens:
-    """Counts a prompt as one token per 4 characters (the planner only needs a consistent count)."""
+    """Counts a prompt as one token per 4 characters (the planner only needs a consistent count); ``load``
+    open answers decode in the engine."""
 
     def __init__(self, load: int = 0) -> None:
-        self.load = load
+        now = time.monotonic()
+        self.calls = [QueuedCall(now - 1.0, 10, 500, now + 60.0) for _ in range(load)]
 
     def prompt_tokens(self, messages: Any) -> int:
         return sum(len(m["content"]) for m in messages) // 4
 
-    def num_unfinished_requests(self) -> int:
-        return self.load
+    def queued(self) -> list[QueuedCall]:
+        return list(self.calls)
 
 
 def _history(n: int) -> list[Step]:
@@ -283,7 +286,7 @@ def test_the_planner_trims_evidence_to_fit_and_derives_max_tokens_from_the_time_
     refused = none.plan_llm(counter, variants, min_tokens=24, max_tokens=192)
     assert isinstance(refused, NoPlan) and "needs ~" in refused.detail and "ms left" in refused.detail
 
-    # Two other calls in the engine: planned three times slower, so the same time buys less.
+    # Two other calls decoding in the engine: each token planned three times slower, so the same time buys less.
     busy = Budget(time.monotonic() + 60.0, LatencyEstimator(), costs).plan_llm(
         _CharTokens(load=2), variants, min_tokens=24, max_tokens=10_000
     )

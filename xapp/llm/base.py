@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -101,3 +103,56 @@ def label_probabilities(top: dict[int, float], ids: Sequence[int], *, exact: boo
     weights = [math.exp(lp - best) for lp in logps]
     norm = sum(weights)
     return tuple(w / norm for w in weights)
+
+
+@dataclass
+class QueuedCall:
+    """One LLM call this process has in the engine, as the planner sees it."""
+
+    entered: float  # monotonic instant it was sent
+    prefill_tokens: float  # prompt tokens it has to prefill (the prefix cache's expected share left out)
+    decode_tokens: int  # tokens it may generate after the first
+    deadline: float  # the engine aborts it here
+    alone: bool = True  # no other call of this process was in the engine at any time during it
+
+
+class EngineQueue:
+    """The LLM calls in the engine: what each has to prefill and decode, and by when it is aborted.
+
+    Every call enters before it is sent and leaves when it returns (finished, aborted or cancelled), so the
+    planner can predict when a new call would finish behind them (:meth:`LLMCostModel.forecast`). A call that
+    shared the engine with another at any moment is marked not ``alone``: its time says little about the
+    engine's own speed. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[int, QueuedCall] = {}
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+
+    def enter(self, call: QueuedCall) -> int:
+        with self._lock:
+            if self._calls:
+                call.alone = False
+                for other in self._calls.values():
+                    other.alone = False
+            key = next(self._ids)
+            self._calls[key] = call
+            return key
+
+    def leave(self, key: int) -> QueuedCall:
+        with self._lock:
+            return self._calls.pop(key)
+
+    def calls(self) -> list[QueuedCall]:
+        """The calls in the engine, oldest first (copies: the planner may read them while others enter)."""
+        with self._lock:
+            return sorted(
+                (QueuedCall(c.entered, c.prefill_tokens, c.decode_tokens, c.deadline, c.alone)
+                 for c in self._calls.values()),
+                key=lambda c: c.entered,
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._calls)

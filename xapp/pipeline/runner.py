@@ -135,7 +135,7 @@ class ArgoPipeline:
     ) -> None:
         self.kb = kb
         self.costs = costs or LLMCostModel()
-        self.llm: LLM | None = MeteredLLM(llm, self.costs) if llm is not None else None
+        self.llm: MeteredLLM | None = MeteredLLM(llm, self.costs) if llm is not None else None
         self.engine = llm
         self.estimator = estimator or LatencyEstimator.for_settings(settings)
         self.store_error: str | None = None  # last store failure, cleared by the next success
@@ -296,10 +296,9 @@ class ArgoPipeline:
         if run.bare_synthesis_tokens is None:
             run.bare_synthesis_tokens = self.llm.prompt_tokens(self._synthesis_variants(run)[-1].messages)
         out = 1 if run.question.options else RESERVE_ANSWER_TOKENS
-        load = self.llm.num_unfinished_requests()
         left = run.budget.remaining() - keep
         for extra in (RESERVE_EVIDENCE_TOKENS, 0):
-            cost = self.costs.predict(run.bare_synthesis_tokens + extra, out, load=load)
+            cost = run.budget.llm_need(self.llm, run.bare_synthesis_tokens + extra, out)
             if cost <= left:
                 return keep + cost
         run.llm_steps_off = (
