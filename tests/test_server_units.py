@@ -15,6 +15,7 @@ from xapp.errors import InvalidRequest
 from xapp.pipeline.budget import request_deadline
 from xapp.server import validation
 from xapp.server.admission import Admission, Overloaded
+from xapp.server.loop_lag import LoopLag
 
 SETTINGS = Settings(max_question_chars=100, max_options=3, max_option_chars=20)
 answer = validation.answer_request
@@ -110,6 +111,29 @@ def test_request_deadline_is_the_earliest_less_the_margin(
     settings = Settings(deadline_ms=1000, max_deadline_ms=1000, safety_margin_ms=20)
     got = request_deadline(settings, deadline_ms, FakeContext(grpc_remaining).time_remaining(), now=100.0)
     assert got == pytest.approx(100.0 + expected_ms / 1000.0)
+
+
+def test_a_lagging_event_loop_is_kept_back_from_the_deadline_up_to_a_cap() -> None:
+    settings = Settings(deadline_ms=1000, max_deadline_ms=1000, safety_margin_ms=20)
+    # 2 x 60 ms of measured lag on top of the 20 ms margin; never more than 30% of the deadline in all.
+    assert request_deadline(settings, 1000, now=100.0, loop_lag_s=0.12) == pytest.approx(100.0 + 0.86)
+    assert request_deadline(settings, 1000, now=100.0, loop_lag_s=5.0) == pytest.approx(100.0 + 0.70)
+
+
+def test_loop_lag_measures_a_blocked_event_loop_and_forgets_it_after_its_window() -> None:
+    async def scenario() -> None:
+        lag = LoopLag(interval_s=0.01, window_s=0.5)
+        lag.start()
+        await asyncio.sleep(0.05)
+        assert lag.recent_s() < 0.05  # a quiet loop
+        time.sleep(0.15)  # the loop is blocked, as by CPU-bound work on it
+        await asyncio.sleep(0.03)
+        assert lag.recent_s() >= 0.1 and lag.reserve_s() == pytest.approx(2 * lag.recent_s())
+        await asyncio.sleep(0.6)
+        assert lag.recent_s() < 0.05  # the window has passed
+        await lag.stop()
+
+    asyncio.run(scenario())
 
 
 def test_admission_waits_only_as_long_as_the_deadline_allows() -> None:

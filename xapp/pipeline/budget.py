@@ -40,6 +40,9 @@ LEXICAL_RESERVE_S = 0.025
 ADMISSION_RESERVE_S = 0.05
 # The transport's share: ``Settings.safety_margin_ms``, at most this fraction of a short deadline.
 MAX_MARGIN_FRACTION = 0.1
+# With the event loop's measured lag added (xapp/server/loop_lag.py), at most this fraction of the deadline:
+# past it the request would have no time left to answer anything from.
+MAX_LOADED_MARGIN_FRACTION = 0.3
 # One LLM call's relative error counts at most this much toward the safety factor (which is then at most
 # 2×): a single call predicted far too fast (a cold engine, a stalled CPU) must not make every plan after it
 # many times too slow; the per-token costs themselves are corrected by the next calls.
@@ -64,19 +67,22 @@ def request_deadline(
     time_remaining: float | None = None,
     *,
     now: float | None = None,
+    loop_lag_s: float = 0.0,
 ) -> float:
     """The pipeline's deadline (absolute ``time.monotonic()``) for a request.
 
     The earliest of the request's ``deadline_ms`` (0: the configured default), the configured maximum and
     the caller's own gRPC deadline (``time_remaining`` seconds; None: none), less the safety margin kept back
-    for sending the reply. ``deadline_ms`` must already be validated (>= 0). The result may lie in the past;
-    the pipeline then answers on the template path at once.
+    for sending the reply and ``loop_lag_s``, what a busy event loop adds before the handler and after it (the
+    server's :class:`~xapp.server.loop_lag.LoopLag`). ``deadline_ms`` must already be validated (>= 0). The
+    result may lie in the past; the pipeline then answers on the template path at once.
     """
     start = time.monotonic() if now is None else now
     budget_s = min(deadline_ms or settings.deadline_ms, settings.max_deadline_ms) / 1000.0
     if time_remaining is not None:
         budget_s = min(budget_s, max(time_remaining, 0.0))
     margin_s = min(settings.safety_margin_ms / 1000.0, MAX_MARGIN_FRACTION * budget_s)
+    margin_s = min(margin_s + max(loop_lag_s, 0.0), max(margin_s, MAX_LOADED_MARGIN_FRACTION * budget_s))
     return start + budget_s - margin_s
 
 
@@ -375,8 +381,14 @@ class MeteredLLM:
         finally:
             call = self.queue.leave(key)
         self._observe(
-            gen.prompt_tokens, gen.cached_tokens, gen.ttft_s, gen.completion_tokens, gen.total_s, gen.aborted,
-            call, forecast,
+            gen.prompt_tokens,
+            gen.cached_tokens,
+            gen.ttft_s,
+            gen.completion_tokens,
+            gen.total_s,
+            gen.aborted,
+            call,
+            forecast,
         )
         return gen
 

@@ -106,6 +106,7 @@ class ArgoServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {host}:{want}")
         await self.server.start()
+        self.servicer.loop_lag.start()
         if self.settings.grace_period_s * 1000 < self.settings.max_deadline_ms:
             log.warning(
                 "grace period shorter than the longest deadline: a SIGTERM may cancel requests in flight",
@@ -141,6 +142,7 @@ class ArgoServer:
         await self.health.shutting_down()
         log.info("stopping", grace_s=grace, **in_flight(self.servicer))
         await self.server.stop(grace)
+        await self.servicer.loop_lag.stop()
         log.info("stopped")
 
 

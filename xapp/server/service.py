@@ -35,6 +35,7 @@ from xapp.pipeline.budget import request_deadline
 from xapp.server import convert, validation
 from xapp.server.admission import Admission, Overloaded
 from xapp.server.health import HealthMonitor
+from xapp.server.loop_lag import LoopLag
 from xapp.telemetry.interceptor import annotate_answer, annotate_question, note_rpc
 from xapp.telemetry.logging import get_logger
 from xapp.telemetry.metrics import Metrics, default_metrics
@@ -121,6 +122,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         self.metrics = metrics or default_metrics()
         self.settings = settings
         self.admission = Admission(settings.max_concurrency)
+        self.loop_lag = LoopLag()  # started with the server (it needs the running loop)
         self.health = health
         self.pipeline: Pipeline | None = None
 
@@ -238,6 +240,13 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         finally:
             self._refresh_health()
 
+    def _deadline(self, context: grpc.aio.ServicerContext, deadline_ms: int, start: float) -> float:
+        """The pipeline's deadline for a call whose handler started at ``start`` (the one rule:
+        :func:`request_deadline`), less what the event loop's lag will add to the caller's wait."""
+        return request_deadline(
+            self.settings, deadline_ms, context.time_remaining(), now=start, loop_lag_s=self.loop_lag.reserve_s(start)
+        )
+
     # ---------------------------------------------------------------------------------------- RPCs
 
     async def Answer(self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext) -> pb.AnswerReply:
@@ -246,7 +255,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             context, request, lambda: validation.answer_request(request, self.settings)
         )
         self._annotate(call.question)
-        deadline = request_deadline(self.settings, call.deadline_ms, context.time_remaining(), now=start)
+        deadline = self._deadline(context, call.deadline_ms, start)
         answer, queued_ms = await self._unary(
             context,
             "Answer",
@@ -271,7 +280,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             context, request, lambda: validation.answer_request(request, self.settings)
         )
         self._annotate(call.question)
-        deadline = request_deadline(self.settings, call.deadline_ms, context.time_remaining(), now=start)
+        deadline = self._deadline(context, call.deadline_ms, start)
         # Steps as they complete, then the LLM's answer text as it is generated; None once the answer is ready.
         events: asyncio.Queue[Step | str | None] = asyncio.Queue()
         task: asyncio.Task[Answer] | None = None
@@ -336,7 +345,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             context, request, lambda: self._question_history_deadline(request)
         )
         self._annotate(question)
-        deadline = request_deadline(self.settings, deadline_ms, context.time_remaining(), now=start)
+        deadline = self._deadline(context, deadline_ms, start)
         step, _ = await self._unary(
             context, "Decompose", deadline, lambda: pipeline.decompose(question, history, deadline=deadline)
         )
@@ -354,7 +363,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             )
 
         pipeline, (query, top_k, deadline_ms) = await self._prepare(context, request, validate)
-        deadline = request_deadline(self.settings, deadline_ms, context.time_remaining(), now=start)
+        deadline = self._deadline(context, deadline_ms, start)
 
         def too_late() -> Step:
             # A deadline of a few ms: the search (in a thread, competing with the event loop for the CPU) came
@@ -394,7 +403,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             context, request, lambda: self._question_history_deadline(request)
         )
         self._annotate(question)
-        deadline = request_deadline(self.settings, deadline_ms, context.time_remaining(), now=start)
+        deadline = self._deadline(context, deadline_ms, start)
         answer, queued_ms = await self._unary(
             context, "Synthesize", deadline, lambda: pipeline.synthesize(question, history, deadline=deadline)
         )
