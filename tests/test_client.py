@@ -116,6 +116,35 @@ def test_every_rpc_async(target: str) -> None:
     assert all(out) and out[-1] == "SERVING"
 
 
+def test_wait_serving_waits_for_a_server_that_is_not_listening_yet() -> None:
+    """A caller started before the xApp (a pod's sidecar, a bench) waits instead of failing UNAVAILABLE."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1._async import HealthServicer
+
+    port = free_port()
+
+    async def run() -> float:
+        async def late_server() -> grpc.aio.Server:
+            await asyncio.sleep(0.5)
+            server = grpc.aio.server()
+            health = HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(health, server)
+            server.add_insecure_port(f"127.0.0.1:{port}")
+            await server.start()
+            await health.set("", health_pb2.HealthCheckResponse.SERVING)
+            return server
+
+        started = asyncio.create_task(late_server())
+        t0 = time.monotonic()
+        async with ArgoClient(f"127.0.0.1:{port}") as client:
+            await client.wait_serving(timeout=10)
+        waited = time.monotonic() - t0
+        await (await started).stop(None)
+        return waited
+
+    assert asyncio.run(run()) >= 0.5
+
+
 # What `pip install argo-xapp` must never pull in: the server's dependencies.
 SERVER_ONLY = ("torch", "chromadb", "vllm", "numpy", "structlog", "matplotlib", "aiohttp", "prometheus_client")
 

@@ -344,9 +344,10 @@ class ArgoClient(
         return _status_name(await self._health.Check(request, **call))
 
     async def wait_serving(self, timeout: float = 60.0) -> None:
-        """Wait until the server reports SERVING (it is NOT_SERVING while loading the engine)."""
+        """Wait until the server reports SERVING (it is NOT_SERVING while loading the engine); a server that
+        is not listening yet is waited for as well (the call waits for the channel to connect)."""
         request, call = self._health_request("", timeout)
-        watch = self._health.Watch(request, **call)
+        watch = self._health.Watch(request, wait_for_ready=True, **call)
         try:
             async for reply in watch:
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
