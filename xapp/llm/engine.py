@@ -100,6 +100,17 @@ class EngineConfig:
         return self.data_dir / "cache"
 
 
+def _current_platform() -> Any:
+    from vllm.platforms import current_platform
+
+    return current_platform
+
+
+def _shutdown_when_built(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        future.result().shutdown()
+
+
 def configure_environment(config: EngineConfig, *, is_cpu: bool) -> tuple[Path, dict[str, str]]:
     """Point vLLM's caches and sockets into our directories, before the engine reads its environment.
 
@@ -289,8 +300,9 @@ class VLLMEngine:
     @classmethod
     @contextlib.asynccontextmanager
     async def _started(cls, config: EngineConfig) -> AsyncIterator[VLLMEngine]:
+        # Importing vLLM (torch) takes seconds: in a thread, so health probes answer meanwhile.
         try:
-            from vllm.platforms import current_platform
+            current_platform = await asyncio.to_thread(_current_platform)
         except ImportError as exc:
             raise EngineUnavailable(
                 f"vLLM is not installed ({exc}); install the 'cpu' or 'gpu' extra, or run without the LLM"
@@ -304,13 +316,23 @@ class VLLMEngine:
         try:
             from vllm.v1.engine.async_llm import AsyncLLM
 
-            # Blocks the loop for the start (seconds): AsyncLLM binds its sockets and output task to the
-            # loop it is created on, so it cannot be built in a worker thread.
+            # Built in a thread (the model loads for seconds): with no running loop there, AsyncLLM starts
+            # its output tasks lazily, on this loop, at the first request (vLLM >= 0.11; pyzmq's asyncio
+            # sockets bind to the loop that first uses them).
             stats = EngineStats()
-            with _environment(spawn_env):
-                async_llm = AsyncLLM.from_engine_args(
-                    engine_args(config, model, is_cpu=is_cpu), stat_loggers=_stats_loggers(stats)
-                )
+
+            def build() -> Any:
+                with _environment(spawn_env):
+                    return AsyncLLM.from_engine_args(
+                        engine_args(config, model, is_cpu=is_cpu), stat_loggers=_stats_loggers(stats)
+                    )
+
+            building = asyncio.ensure_future(asyncio.to_thread(build))
+            try:
+                async_llm = await asyncio.shield(building)
+            except asyncio.CancelledError:  # a SIGTERM while loading: shut the engine down once it is built
+                building.add_done_callback(_shutdown_when_built)
+                raise
         except Exception as exc:
             shutil.rmtree(rpc_dir, ignore_errors=True)
             raise EngineUnavailable(f"vLLM could not load model {model.path!r}: {exc}") from exc

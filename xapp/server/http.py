@@ -137,12 +137,12 @@ class HttpEndpoints:
 def http_extension(
     settings: Settings, *, metrics: Metrics | None = None, port: int | None = None, host: str = "0.0.0.0"
 ) -> Callable[[Any], HttpEndpoints]:
-    """An extension for ``xapp.server.app.serve_async``: HTTP endpoints whose readiness is the gRPC
-    health status of the overall server ("") on that server's health servicer."""
+    """An extension for ``xapp.server.app.serve_async``: HTTP endpoints whose readiness is the server's
+    (``HealthMonitor.ready``: serving, and the store serving unless ``ready_requires_store`` is off)."""
 
     def make(server: Any) -> HttpEndpoints:
         return HttpEndpoints(
-            ready=grpc_health_ready(server.health_servicer, ""),
+            ready=server.health.ready,
             metrics=metrics,
             port=settings.http_port if port is None else port,
             host=host,
