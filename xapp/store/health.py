@@ -31,7 +31,8 @@ class StoreHealth:
         self._lock = threading.Lock()
         self._connected = connected
         self._timeouts = 0  # consecutive
-        self._error = "" if connected else (detail or "not connected")
+        self._error = ""  # the last failure of a connected store, "" after a success
+        self._unconnected = "" if connected else (detail or "not connected")  # why there is no connection
         self._since = time.monotonic()
         self._serving = connected
 
@@ -57,6 +58,7 @@ class StoreHealth:
     def connected(self) -> None:
         with self._lock:
             self._connected = True
+            self._unconnected = ""
             self._timeouts = 0
             self._error = ""
             self._update()
@@ -64,7 +66,7 @@ class StoreHealth:
     def disconnected(self, detail: str) -> None:
         with self._lock:
             self._connected = False
-            self._error = detail
+            self._unconnected = detail
             self._update()
 
     def _update(self) -> None:
@@ -84,7 +86,8 @@ class StoreHealth:
 
     def state(self) -> StoreState:
         with self._lock:
-            return StoreState(self._serving, "" if self._serving else self._error, self._since)
+            detail = "" if self._serving else (self._error if self._connected else self._unconnected)
+            return StoreState(self._serving, detail, self._since)
 
     @property
     def detail(self) -> str:

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from xapp.config import Settings
+from xapp.errors import StoreUnavailable
 from xapp.store.health import StoreHealth
 from xapp.store.knowledge_base import KnowledgeBase
 from xapp.telemetry.logging import get_logger
@@ -85,9 +86,13 @@ class StoreSupervisor:
         except asyncio.TimeoutError:
             self.health.disconnected(f"{self.where} did not answer within {CONNECT_TIMEOUT_S:.0f} s")
             return None
+        except StoreUnavailable as exc:  # says where already
+            self._opening = None
+            self.health.disconnected(str(exc))
+            return None
         except Exception as exc:
             self._opening = None
-            self.health.disconnected(f"cannot reach {self.where}: {exc}")
+            self.health.disconnected(f"cannot open {self.where}: {exc}")
             return None
         self._opening = None
         self.health.disconnected(f"ingesting the built-in knowledge base into {self.where}")
