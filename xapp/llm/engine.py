@@ -314,14 +314,14 @@ class VLLMEngine:
         rpc_dir, spawn_env = configure_environment(config, is_cpu=is_cpu)
         started = time.monotonic()
         try:
-            from vllm.v1.engine.async_llm import AsyncLLM
-
-            # Built in a thread (the model loads for seconds): with no running loop there, AsyncLLM starts
+            # Imported and built in a thread (the model loads for seconds): with no running loop there, AsyncLLM starts
             # its output tasks lazily, on this loop, at the first request (vLLM >= 0.11; pyzmq's asyncio
             # sockets bind to the loop that first uses them).
             stats = EngineStats()
 
             def build() -> Any:
+                from vllm.v1.engine.async_llm import AsyncLLM
+
                 with _environment(spawn_env):
                     return AsyncLLM.from_engine_args(
                         engine_args(config, model, is_cpu=is_cpu), stat_loggers=_stats_loggers(stats)

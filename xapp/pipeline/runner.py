@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -747,14 +748,10 @@ async def build_pipeline(settings: Settings, llm: LLM | None = None) -> AsyncIte
     async with contextlib.AsyncExitStack() as stack:
         engine: LLM | None = llm
         if llm is None and settings.llm:
-            if settings.llm_url:
-                from xapp.llm.remote import RemoteLLM
-
-                engine = await stack.enter_async_context(RemoteLLM.start(settings))
-            else:
-                from xapp.llm.engine import VLLMEngine
-
-                engine = await stack.enter_async_context(VLLMEngine.start(settings))
+            # The engine's modules import transformers and more (seconds): in a thread, like the start itself.
+            name, cls = ("xapp.llm.remote", "RemoteLLM") if settings.llm_url else ("xapp.llm.engine", "VLLMEngine")
+            module = await asyncio.to_thread(importlib.import_module, name)
+            engine = await stack.enter_async_context(getattr(module, cls).start(settings))
         pipeline = ArgoPipeline(settings, kb, engine, store_health=store)
 
         async def connected(late: KnowledgeBase) -> None:
