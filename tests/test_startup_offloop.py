@@ -25,7 +25,7 @@ from xapp.server.http import ALIVE_PATH
 pytestmark = pytest.mark.slow
 
 POLL_S = 0.05
-# Measured here: 562 polls, the slowest 364 ms, on 2 cores shared with other test runs (load ~5), and no
+# Measured here: 562 polls, the slowest 364 ms, on 2 cores shared with other test runs (load average 2-3), and no
 # stall left in the loop's own code (a watchdog found only GIL waits in select). Before: seconds-long
 # stalls. Probes time out after 3 s (the chart's timeoutSeconds).
 ANSWER_WITHIN_S = 0.5
