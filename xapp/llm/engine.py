@@ -106,11 +106,6 @@ def _current_platform() -> Any:
     return current_platform
 
 
-def _shutdown_when_built(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        future.result().shutdown()
-
-
 def configure_environment(config: EngineConfig, *, is_cpu: bool) -> tuple[Path, dict[str, str]]:
     """Point vLLM's caches and sockets into our directories, before the engine reads its environment.
 
@@ -314,25 +309,32 @@ class VLLMEngine:
         rpc_dir, spawn_env = configure_environment(config, is_cpu=is_cpu)
         started = time.monotonic()
         try:
-            # Imported and built in a thread (the model loads for seconds): with no running loop there, AsyncLLM starts
-            # its output tasks lazily, on this loop, at the first request (vLLM >= 0.11; pyzmq's asyncio
+            # Imported and built in a thread (the model loads for seconds): with no running loop there,
+            # AsyncLLM starts its output tasks lazily, on this loop, at the first request (pyzmq's asyncio
             # sockets bind to the loop that first uses them).
             stats = EngineStats()
 
-            def build() -> Any:
+            # The engine comes back through ``built``, not as the thread's result: the executor's frames
+            # and futures outlive the call, and the shutdown below must drop the last reference to it.
+            built: list[Any] = []
+
+            def build() -> None:
                 from vllm.v1.engine.async_llm import AsyncLLM
 
                 with _environment(spawn_env):
-                    return AsyncLLM.from_engine_args(
-                        engine_args(config, model, is_cpu=is_cpu), stat_loggers=_stats_loggers(stats)
+                    built.append(
+                        AsyncLLM.from_engine_args(
+                            engine_args(config, model, is_cpu=is_cpu), stat_loggers=_stats_loggers(stats)
+                        )
                     )
 
             building = asyncio.ensure_future(asyncio.to_thread(build))
             try:
-                async_llm = await asyncio.shield(building)
+                await asyncio.shield(building)
             except asyncio.CancelledError:  # a SIGTERM while loading: shut the engine down once it is built
-                building.add_done_callback(_shutdown_when_built)
+                building.add_done_callback(lambda _: [e.shutdown() for e in built])
                 raise
+            async_llm = built.pop()
         except Exception as exc:
             shutil.rmtree(rpc_dir, ignore_errors=True)
             raise EngineUnavailable(f"vLLM could not load model {model.path!r}: {exc}") from exc
