@@ -25,10 +25,11 @@ from xapp.server.http import ALIVE_PATH
 pytestmark = pytest.mark.slow
 
 POLL_S = 0.05
-# Measured here: 562 polls, the slowest 364 ms, on 2 cores shared with other test runs (load average 2-3), and no
-# stall left in the loop's own code (a watchdog found only GIL waits in select). Before: seconds-long
-# stalls. Probes time out after 3 s (the chart's timeoutSeconds).
-ANSWER_WITHIN_S = 0.5
+# Measured here, on 2 cores shared with other test runs (load average 2-3): 511-604 polls per start, the
+# slowest 364-440 ms in three runs; a watchdog on the loop found no stall left in our code, only waits for
+# the GIL and the CPU. Before: the loop stalled for seconds (a 2 s poll timed out, gRPC health took 5 s).
+# The bound sits well below the chart's probe timeout (3 s) and well above this machine's noise.
+ANSWER_WITHIN_S = 1.0
 
 
 def test_health_answers_at_once_while_the_engine_starts(
