@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +36,14 @@ def copy_builtin(builtin_settings: Settings, dest: Path) -> Settings:
 @contextlib.contextmanager
 def chroma_server(path: Path, timeout: float = 60.0) -> Iterator[int]:
     """``chroma run`` over ``path`` on a free port of 127.0.0.1; yields the port once it answers heartbeats."""
-    port = free_port()
+    with chroma_process(path, free_port(), timeout) as (port, _proc):
+        yield port
+
+
+@contextlib.contextmanager
+def chroma_process(path: Path, port: int, timeout: float = 60.0) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """``chroma run`` over ``path`` on ``port`` of 127.0.0.1; yields (port, process) once it answers heartbeats
+    (the process for tests that stop and continue it)."""
     log = (path.parent / f"chroma-{port}.log").open("wb")
     proc = subprocess.Popen(
         [str(CHROMA), "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
@@ -56,8 +64,9 @@ def chroma_server(path: Path, timeout: float = 60.0) -> Iterator[int]:
             if time.monotonic() > deadline:
                 raise TimeoutError("chroma run did not answer its heartbeat")
             time.sleep(0.2)
-        yield port
+        yield port, proc
     finally:
+        proc.send_signal(signal.SIGCONT)  # a test may have stopped it
         proc.terminate()
         try:
             proc.wait(timeout=20)

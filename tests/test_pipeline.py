@@ -148,8 +148,10 @@ def test_store_failure_is_answered_with_the_reason(builtin_kb: KnowledgeBase, bu
     assert answer.choice in (1, 2, 3, 4)
     assert answer.fallback_reason and "connection refused" in answer.fallback_reason
     assert pipeline.health()["store"] is False
-    pipeline.kb = builtin_kb
-    pipeline.update_settings(pipeline.settings)  # the store is back
+    # While the store is not serving the loop does not wait on it: the reason is in the reply at once.
+    answer = _answer(pipeline, OTIC, "template", 1.0)
+    assert answer.fallback_reason and "retrieval unavailable: Chroma query failed" in answer.fallback_reason
+    pipeline.attach_store(builtin_kb)  # the store is back (the supervisor's ping, or a reconnection)
     answer = _answer(pipeline, OTIC, "template", 1.0)
     assert "retrieve" not in (answer.fallback_reason or "") and answer.steps[0].passages
     assert pipeline.health()["store"] is True

@@ -91,6 +91,14 @@ class Settings:
     # The LLM sees evidence only when the best passage is at least this similar to the question: evidence
     # from documents that do not hold the answer cost ORAN-Bench accuracy (docs/performance.md).
     evidence_min_score: float = hot(0.70)
+    # Store health (docs/observability.md#health): a background ping, or a query given at least this long, that
+    # does not answer within it counts against the store; every query is cut at its request's deadline.
+    store_timeout_ms: int = 500
+    store_down_after: int = 2  # timeouts in a row that make argo.v1.store NOT_SERVING (an error does at once)
+    store_retry_max_s: float = 30.0  # cap of the back-off between reconnection attempts (0.5 s, doubling)
+    # /ric/v1/health/ready needs the store SERVING too (answers carry sources); off: ready whenever the service
+    # answers, e.g. replicas sharing one Chroma server that should all stay in the Service while it is down
+    ready_requires_store: bool = hot(True)
     # --- model ---------------------------------------------------------------------------------
     model: str = ""  # empty: the offline default (Qwen2.5-Coder-1.5B-Instruct); see xapp.llm.models
     quantization: str = (
@@ -165,6 +173,12 @@ class Settings:
             raise ConfigError(f"chroma_mode must be 'embedded' or 'http', got {self.chroma_mode!r}")
         if self.deadline_ms <= 0 or self.max_deadline_ms <= 0:
             raise ConfigError("deadline_ms and max_deadline_ms must be > 0")
+        if self.store_timeout_ms < 1:
+            raise ConfigError(f"store_timeout_ms must be >= 1, got {self.store_timeout_ms}")
+        if self.store_down_after < 1:
+            raise ConfigError(f"store_down_after must be >= 1, got {self.store_down_after}")
+        if self.store_retry_max_s < 0.5:
+            raise ConfigError(f"store_retry_max_s must be >= 0.5 (the first back-off), got {self.store_retry_max_s}")
         if self.top_k < 1:
             raise ConfigError("top_k must be >= 1")
         if self.max_steps < 1:

@@ -100,6 +100,12 @@ class EngineConfig:
         return self.data_dir / "cache"
 
 
+def _current_platform() -> Any:
+    from vllm.platforms import current_platform
+
+    return current_platform
+
+
 def configure_environment(config: EngineConfig, *, is_cpu: bool) -> tuple[Path, dict[str, str]]:
     """Point vLLM's caches and sockets into our directories, before the engine reads its environment.
 
@@ -290,8 +296,9 @@ class VLLMEngine:
     @classmethod
     @contextlib.asynccontextmanager
     async def _started(cls, config: EngineConfig) -> AsyncIterator[VLLMEngine]:
+        # Importing vLLM (torch) takes seconds: in a thread, so health probes answer meanwhile.
         try:
-            from vllm.platforms import current_platform
+            current_platform = await asyncio.to_thread(_current_platform)
         except ImportError as exc:
             raise EngineUnavailable(
                 f"vLLM is not installed ({exc}); install the 'cpu' or 'gpu' extra, or run without the LLM"
@@ -303,15 +310,32 @@ class VLLMEngine:
         rpc_dir, spawn_env = configure_environment(config, is_cpu=is_cpu)
         started = time.monotonic()
         try:
-            from vllm.v1.engine.async_llm import AsyncLLM
-
-            # Blocks the loop for the start (seconds): AsyncLLM binds its sockets and output task to the
-            # loop it is created on, so it cannot be built in a worker thread.
+            # Imported and built in a thread (the model loads for seconds): with no running loop there,
+            # AsyncLLM starts its output tasks lazily, on this loop, at the first request (pyzmq's asyncio
+            # sockets bind to the loop that first uses them).
             stats = EngineStats()
-            with _environment(spawn_env):
-                async_llm = AsyncLLM.from_engine_args(
-                    engine_args(config, model, is_cpu=is_cpu), stat_loggers=_stats_loggers(stats)
-                )
+
+            # The engine comes back through ``built``, not as the thread's result: the executor's frames
+            # and futures outlive the call, and the shutdown below must drop the last reference to it.
+            built: list[Any] = []
+
+            def build() -> None:
+                from vllm.v1.engine.async_llm import AsyncLLM
+
+                with _environment(spawn_env):
+                    built.append(
+                        AsyncLLM.from_engine_args(
+                            engine_args(config, model, is_cpu=is_cpu), stat_loggers=_stats_loggers(stats)
+                        )
+                    )
+
+            building = asyncio.ensure_future(asyncio.to_thread(build))
+            try:
+                await asyncio.shield(building)
+            except asyncio.CancelledError:  # a SIGTERM while loading: shut the engine down once it is built
+                building.add_done_callback(lambda _: [e.shutdown() for e in built])
+                raise
+            async_llm = built.pop()
         except Exception as exc:
             shutil.rmtree(rpc_dir, ignore_errors=True)
             raise EngineUnavailable(f"vLLM could not load model {model.path!r}: {exc}") from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -38,7 +39,9 @@ from xapp.pipeline.budget import (
 )
 from xapp.policy.progress import retrieval_gain
 from xapp.policy.strategies import LoopState, make_strategy
+from xapp.store.health import StoreHealth
 from xapp.store.knowledge_base import KnowledgeBase
+from xapp.store.supervisor import StoreSupervisor
 from xapp.telemetry import attrs
 
 tracer = trace.get_tracer("xapp")
@@ -132,13 +135,19 @@ class ArgoPipeline:
         llm: LLM | None,
         estimator: LatencyEstimator | None = None,
         costs: LLMCostModel | None = None,
+        store_health: StoreHealth | None = None,
     ) -> None:
         self.kb = kb
+        # Fed by every query's outcome (and the store supervisor's pings, when there is one).
+        self.store = store_health or StoreHealth(
+            down_after=settings.store_down_after,
+            connected=kb is not None,
+            detail="no knowledge base is configured",
+        )
         self.costs = costs or LLMCostModel()
         self.llm: MeteredLLM | None = MeteredLLM(llm, self.costs) if llm is not None else None
         self.engine = llm
         self.estimator = estimator or LatencyEstimator.for_settings(settings)
-        self.store_error: str | None = None  # last store failure, cleared by the next success
         self.llm_error: str | None = None
         self._llm_was_running = True
         self.llm_calibrated = False  # calibrate_llm ran against a running engine
@@ -154,6 +163,12 @@ class ArgoPipeline:
         self.synthesizer = Synthesizer(self.llm, embedder)
         make_strategy(settings.strategy, settings)  # solve (and cache) the MDP now, not on a request
 
+    def attach_store(self, kb: KnowledgeBase) -> None:
+        """The knowledge base, once a store that was unreachable at start-up answers."""
+        self.kb = kb
+        self.update_settings(self.settings)
+        self.store.connected()
+
     def budget(self, deadline: float) -> Budget:
         return Budget(deadline, self.estimator, self.costs)
 
@@ -166,7 +181,11 @@ class ArgoPipeline:
         options = [f"Option {i}: the E2 interface of the near-RT RIC." for i in range(4)]
         for _ in range(rounds):
             t0 = time.perf_counter()
-            self.kb.query("O-RAN near-RT RIC", self.settings.top_k)
+            try:
+                self.kb.query("O-RAN near-RT RIC", self.settings.top_k)
+            except StoreUnavailable as exc:  # the store failed since it connected: the priors stand
+                self.store.error(str(exc))
+                return
             t1 = time.perf_counter()
             self.kb.embedder.embed(options)
             t2 = time.perf_counter()
@@ -222,7 +241,7 @@ class ArgoPipeline:
 
     def health(self) -> dict[str, bool]:
         """Honest dependency state: the store answers, and the engine is loaded, running and not failing."""
-        store_ok = self.kb is not None and self.kb.ping() and self.store_error is None
+        store_ok = self.kb is not None and self.store.serving  # recent outcomes: no call to the store here
         running = self.llm_running()
         if running and not self._llm_was_running:
             self.llm_error = None  # a remote server that answers its probes again: the failure is over
@@ -397,7 +416,9 @@ class ArgoPipeline:
             return result
 
     async def _search(self, query: str, top_k: int | None, until: float) -> tuple[list[Passage], Fallback | None]:
-        """One retrieval that answers by ``until`` whatever the store does: passages, or none and why."""
+        """One retrieval that answers by ``until`` whatever the store does: passages, or none and why. Its
+        outcome feeds the store's health; a query that was given at least ``store_timeout_ms`` and did not
+        answer counts as the store's timeout (one cut short by its request's deadline does not)."""
         assert self.retriever is not None
         passages: list[Passage] = []
         fallback: Fallback | None = None
@@ -409,22 +430,27 @@ class ArgoPipeline:
             timeout = max(until - time.monotonic(), 0.001)
             try:
                 passages = await asyncio.wait_for(self.retriever.retrieve(query, top_k), timeout)
-                self.store_error = None
+                self.store.success()
                 self.estimator.observe("retrieve", time.perf_counter() - t0)
             except StoreUnavailable as exc:  # a store failure says nothing about its speed
-                self.store_error = str(exc)
+                self.store.error(str(exc))
                 span.record_exception(exc)
                 fallback = Fallback(Component.RETRIEVER, Cause.STORE_ERROR, str(exc))
             except asyncio.TimeoutError:
                 self.estimator.observe("retrieve", time.perf_counter() - t0, censored=True)
                 detail = f"Chroma did not answer within {timeout * 1000:.0f} ms"
+                if timeout * 1000.0 >= self.settings.store_timeout_ms:
+                    self.store.timeout(detail)
                 fallback = Fallback(Component.RETRIEVER, Cause.STORE_TIMEOUT, detail)
             span.set_attribute(attrs.RETRIEVAL_HITS, len(passages))
         return passages, fallback
 
     async def _retrieve_step(self, run: _Run, keep: float, delta: float) -> Step | None:
         if self.retriever is None:
-            run.fallback(Fallback(Component.RETRIEVER, Cause.NO_STORE, "no knowledge base"))
+            run.fallback(Fallback(Component.RETRIEVER, Cause.NO_STORE, self._unavailable()))
+            return None
+        if not self.store.serving:  # the supervisor's pings (or the Retrieve RPC) find out when it is back
+            run.fallback(Fallback(Component.RETRIEVER, Cause.STORE_ERROR, self._unavailable()))
             return None
         if not self.decomposer.candidates(run.question, run.steps):
             return None  # every sub-query has been searched: another retrieval would only repeat one
@@ -459,6 +485,9 @@ class ArgoPipeline:
         if failed and failed.cause in (Cause.STORE_ERROR, Cause.STORE_TIMEOUT):
             return None  # the store is down or too slow: stop retrieving, answer from what we have
         return step
+
+    def _unavailable(self) -> str:
+        return f"retrieval unavailable: {self.store.detail or 'no knowledge base'}"
 
     async def _reason_step(self, run: _Run, keep: float, delta: float) -> Step | None:
         budget = run.budget
@@ -677,9 +706,11 @@ class ArgoPipeline:
         )
 
     async def retrieve(self, query: str, *, top_k: int | None = None, deadline: float) -> Step:
-        """One retrieval, answered even when the store fails or is too slow: no passages, and the reason."""
+        """One retrieval, answered even when the store fails, is too slow or not connected: no passages, and
+        the reason. It queries a store that is not serving, too: a caller's probe may find it back."""
         if self.retriever is None:
-            raise StoreUnavailable("no knowledge base is configured")
+            unavailable = self._unavailable()
+            return Step(Action.RETRIEVE, PathKind.TEMPLATE, 0.0, 0.0, 0.0, query=query, fallback_reason=unavailable)
         t0 = time.perf_counter()
         passages, failed = await self._search(query, top_k, deadline)
         ms = (time.perf_counter() - t0) * 1000.0
@@ -704,26 +735,38 @@ class ArgoPipeline:
 @contextlib.asynccontextmanager
 async def build_pipeline(settings: Settings, llm: LLM | None = None) -> AsyncIterator[ArgoPipeline]:
     """Open the knowledge base (ingesting the built-in one on first use) and, unless given or disabled,
-    start the vLLM engine, or with ``llm_url`` the client of a vLLM server; both are released on exit."""
-    kb = KnowledgeBase.open(settings)
-    kb.ensure_builtin()
-    if llm is not None or not settings.llm:
-        pipeline = ArgoPipeline(settings, kb, llm)
-        pipeline.calibrate()
+    start the vLLM engine, or with ``llm_url`` the client of a vLLM server; both are released on exit.
+
+    Everything slow runs off the event loop, so health probes answer during start-up. A store that does not
+    answer does not stop the start: the pipeline answers without retrieval (saying so) while the store
+    supervisor retries with back-off, and takes the knowledge base over once the store answers."""
+    store = StoreHealth(down_after=settings.store_down_after, connected=False, detail="connecting")
+    supervisor = StoreSupervisor(settings, store)
+    kb = await supervisor.connect_once()
+    if kb is None:
+        from xapp.telemetry.logging import get_logger
+
+        get_logger(__name__).warning(
+            "starting without the knowledge base; answers say retrieval is unavailable until it answers",
+            detail=store.detail,
+        )
+    async with contextlib.AsyncExitStack() as stack:
+        engine: LLM | None = llm
+        if llm is None and settings.llm:
+            # The engine's modules import transformers and more (seconds): in a thread, like the start itself.
+            name, cls = ("xapp.llm.remote", "RemoteLLM") if settings.llm_url else ("xapp.llm.engine", "VLLMEngine")
+            module = await asyncio.to_thread(importlib.import_module, name)
+            engine = await stack.enter_async_context(getattr(module, cls).start(settings))
+        pipeline = ArgoPipeline(settings, kb, engine, store_health=store)
+
+        async def connected(late: KnowledgeBase) -> None:
+            pipeline.attach_store(late)
+            await asyncio.to_thread(pipeline.calibrate)
+
+        supervisor.on_connected = connected
+        await asyncio.to_thread(pipeline.calibrate)  # nothing to do without a knowledge base
         await pipeline.calibrate_llm()  # nothing to do without an engine
-        yield pipeline
-        return
-    if settings.llm_url:
-        from xapp.llm.remote import RemoteLLM
-
-        engine_cm: contextlib.AbstractAsyncContextManager[LLM] = RemoteLLM.start(settings)
-    else:
-        from xapp.llm.engine import VLLMEngine
-
-        engine_cm = VLLMEngine.start(settings)
-    async with engine_cm as engine:
-        pipeline = ArgoPipeline(settings, kb, engine)
-        pipeline.calibrate()
-        await pipeline.calibrate_llm()
         pipeline.calibrate_llm_when_up()
+        supervisor.start()
+        stack.push_async_callback(supervisor.stop)
         yield pipeline

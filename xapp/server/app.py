@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -50,7 +51,11 @@ class ArgoServer:
     def __init__(self, settings: Settings, *, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
         self.settings = settings
         self.health_servicer = HealthServicer()
-        self.health = HealthMonitor(self.health_servicer, llm_enabled=settings.llm)
+        self.health = HealthMonitor(
+            self.health_servicer,
+            llm_enabled=settings.llm,
+            requires_store=lambda: self.settings.ready_requires_store,
+        )
         self.servicer = ArgoServicer(settings, health=self.health)
         self.interceptors = list(interceptors)
         self._server: grpc.aio.Server | None = None
@@ -162,9 +167,10 @@ def flush_telemetry(timeout_s: float = 5.0) -> None:
 
 @contextlib.asynccontextmanager
 async def _default_pipeline(settings: Settings) -> AsyncIterator[Pipeline]:
-    from xapp.pipeline.runner import build_pipeline
-
-    async with build_pipeline(settings) as pipeline:
+    # Imported in a thread: the pipeline's modules (numpy, the store, the components) take seconds on a
+    # cold CPU, and health probes must answer meanwhile.
+    runner = await asyncio.to_thread(importlib.import_module, "xapp.pipeline.runner")
+    async with runner.build_pipeline(settings) as pipeline:
         yield pipeline
 
 

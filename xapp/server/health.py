@@ -4,8 +4,17 @@ Service names a caller can check:
   ""  and "argo.v1.ArgoService"  SERVING once the engine and the knowledge base are loaded and while the
                                  service can answer (the template path answers even when a dependency is
                                  down); NOT_SERVING while starting and from the start of a graceful shutdown.
-  "argo.v1.store"                the vector store's state as the pipeline last saw it.
+  "argo.v1.store"                the vector store's health from its recent outcomes (xapp.store.health): the
+                                 pipeline's queries and the store supervisor's pings, each bounded by
+                                 ``store_timeout_ms``; NOT_SERVING while not connected (unreachable at start).
   "argo.v1.llm"                  the LLM engine's state; not registered (NOT_FOUND) when the LLM is disabled.
+
+Readiness (``/ric/v1/health/ready``, the ``argo_xapp_ready`` gauge) is stricter than "": the service is
+SERVING *and*, with ``ready_requires_store`` (default), the store is SERVING. Without the store the xApp still
+answers (templates, closed-book LLM, replies that say retrieval is unavailable), so "" stays SERVING and
+``/alive`` true (no restart helps a store that is down); but a pod whose answers carry no sources should
+not take traffic from replicas whose store works. Replicas that share one Chroma server all lose it at once:
+``ready_requires_store=false`` keeps them in the Service, answering degraded.
 """
 
 from __future__ import annotations
@@ -38,8 +47,10 @@ class HealthMonitor:
         llm_enabled: bool,
         interval_s: float = 1.0,
         metrics: Metrics | None = None,
+        requires_store: Callable[[], bool] = lambda: True,
     ) -> None:
         self.servicer = servicer
+        self.requires_store = requires_store  # read per check: ready_requires_store is hot
         self.metrics = metrics or default_metrics()
         self.llm_enabled = llm_enabled
         self.interval_s = interval_s
@@ -47,6 +58,11 @@ class HealthMonitor:
         self._task: asyncio.Task[None] | None = None
         self._kick: asyncio.Task[dict[str, bool]] | None = None
         self.last: dict[str, bool] = {}
+        self._serving = False  # the service answers: attached and not shutting down
+
+    def ready(self) -> bool:
+        """What ``/ric/v1/health/ready`` answers (see the module's docstring)."""
+        return self._serving and (self.last.get("store", False) or not self.requires_store())
 
     async def starting(self) -> None:
         """Everything NOT_SERVING until ``attach``: the engine and the knowledge base are still loading."""
@@ -58,10 +74,10 @@ class HealthMonitor:
 
     async def attach(self, probe: Callable[[], Mapping[str, bool]]) -> None:
         self._probe = probe
+        self._serving = True
         await self.refresh()
         await self.servicer.set("", SERVING)
         await self.servicer.set(SERVICE, SERVING)
-        self.metrics.ready.set(1)
         self._task = asyncio.create_task(self._poll(), name="argo-health-poll")
 
     def kick(self) -> None:
@@ -76,8 +92,8 @@ class HealthMonitor:
         if probe is None:
             return {}
         try:
-            # Off the event loop: the probe pings the store, which may be a remote Chroma that hangs.
-            raw = await asyncio.to_thread(probe)
+            # On the loop, and so never hung by a hung store: the probe reads recent outcomes, it calls nothing.
+            raw = probe()
             state = {k: bool(v) for k, v in raw.items()}
         except Exception:  # a probe that throws says the dependency is not healthy, never crashes the server
             log.exception("health probe failed")
@@ -91,6 +107,7 @@ class HealthMonitor:
                 log.info("dependency serving" if ok else "dependency not serving", dependency=dep)
             await self.servicer.set(service, SERVING if ok else NOT_SERVING)
         self.last = state
+        self.metrics.ready.set(1 if self.ready() else 0)
         return state
 
     async def _poll(self) -> None:
@@ -105,5 +122,6 @@ class HealthMonitor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._kick = None
+        self._serving = False
         self.metrics.ready.set(0)
         await self.servicer.enter_graceful_shutdown()

@@ -163,14 +163,14 @@ class HttpEndpoints:
 def http_extension(
     settings: Settings, *, metrics: Metrics | None = None, port: int | None = None, host: str | None = None
 ) -> Callable[[Any], HttpEndpoints]:
-    """An extension for ``xapp.server.app.serve_async``: HTTP endpoints whose readiness is the gRPC
-    health status of the overall server ("") on that server's health servicer, on the gRPC port's address
-    (``host``, default ``settings.host``) and with its TLS certificate when one is set."""
+    """An extension for ``xapp.server.app.serve_async``: HTTP endpoints whose readiness is the server's
+    (``HealthMonitor.ready``: serving, and the store serving unless ``ready_requires_store`` is off), on the
+    gRPC port's address (``host``, default ``settings.host``) and with its TLS certificate when one is set."""
     context = http_ssl_context(settings)  # now: an unreadable certificate stops the start, not the first probe
 
     def make(server: Any) -> HttpEndpoints:
         return HttpEndpoints(
-            ready=grpc_health_ready(server.health_servicer, ""),
+            ready=server.health.ready,
             metrics=metrics,
             port=settings.http_port if port is None else port,
             host=http_host(settings.host if host is None else host),

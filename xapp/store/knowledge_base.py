@@ -51,6 +51,10 @@ BUILTIN_KB_DIR = Path(__file__).resolve().parent / "kb"
 BUILTIN_LIBRARY = "argo-kb"
 BUILTIN_SOURCE_PREFIX = BUILTIN_LIBRARY + "/"
 REFRESH_INTERVAL_S = 1.0  # how often a knowledge base looks for other processes' writes
+# Longest one HTTP call to a Chroma server may take before its thread gives up (chromadb's own client waits
+# forever: a hung server held threads for good). Far above a query (~25 ms) and an ingestion batch; callers
+# bound their own waits much tighter (store_timeout_ms), this only frees the thread.
+HTTP_TIMEOUT_S = 30.0
 _PAGE = 1000  # ids per get/delete call (below every Chroma backend's batch limit)
 
 __all__ = ["BUILTIN_KB_DIR", "BUILTIN_SOURCE_PREFIX", "IngestReport", "KnowledgeBase", "iter_documents"]
@@ -103,7 +107,7 @@ def _open_client(settings: Settings) -> Any:
 
     if settings.chroma_mode == "http":
         try:
-            return chromadb.HttpClient(
+            client = chromadb.HttpClient(
                 host=settings.chroma_host,
                 port=settings.chroma_port,
                 settings=_chroma_settings(settings.chroma_token_file),
@@ -114,8 +118,20 @@ def _open_client(settings: Settings) -> Any:
             raise StoreUnavailable(
                 f"cannot reach Chroma at {settings.chroma_host}:{settings.chroma_port}: {exc}"
             ) from exc
+        _bound_http_calls(client)
+        return client
     settings.chroma_dir.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(settings.chroma_dir), settings=_chroma_settings())
+
+
+def _bound_http_calls(client: Any) -> None:
+    """Give chromadb's HTTP session (an ``httpx.Client`` created with ``timeout=None``) a timeout; chromadb has
+    no setting for it. Best effort: a chromadb without this attribute keeps its own behaviour."""
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if session is not None and hasattr(session, "timeout"):
+        import httpx
+
+        session.timeout = httpx.Timeout(HTTP_TIMEOUT_S)
 
 
 def _reopen_embedded(path: Path) -> Any:
@@ -201,13 +217,20 @@ class KnowledgeBase:
     def ids(self) -> set[str]:
         return set(self._collection.get(include=[])["ids"])
 
-    def ping(self) -> bool:
-        """Honest health: the store answers a trivial request."""
+    def check(self) -> None:
+        """The store answers a trivial request (heartbeat, count) or ``StoreUnavailable`` says what failed."""
         try:
             self._client.heartbeat()
             self._collection.count()
+        except Exception as exc:
+            raise StoreUnavailable(f"Chroma ping failed: {exc}") from exc
+
+    def ping(self) -> bool:
+        """Honest health: the store answers a trivial request."""
+        try:
+            self.check()
             return True
-        except Exception:
+        except StoreUnavailable:
             return False
 
     # ---- seeing other processes' writes ---------------------------------------------------------------
