@@ -15,7 +15,7 @@ from xapp.errors import StoreUnavailable
 from xapp.llm import prompts
 from xapp.llm.base import QueuedCall
 from xapp.pipeline.budget import Budget, LatencyEstimator, LLMCostModel, LLMPlan, NoPlan
-from xapp.pipeline.runner import ArgoPipeline
+from xapp.pipeline.runner import NAMED_OPTION_MIN_SCORE, ArgoPipeline
 from xapp.policy.progress import retrieval_gain
 from xapp.store.knowledge_base import KnowledgeBase
 
@@ -219,6 +219,31 @@ def _history(n: int) -> list[Step]:
     return [Step(Action.RETRIEVE, PathKind.TEMPLATE, 0.0, 0.3, 1.0, query="q", passages=passages)]
 
 
+def test_once_passages_are_found_the_loop_keeps_the_time_to_show_them() -> None:
+    """Between the bare choice's cost and the cost with evidence, a run without passages searches on, one with
+    passages keeps the evidence's time (no step fits), so the LLM reads what was found."""
+    from xapp.pipeline.budget import LEXICAL_RESERVE_S
+    from xapp.pipeline.runner import RESERVE_EVIDENCE_TOKENS, _Run
+
+    class Counter(_CharTokens):
+        model_name = "chars"
+
+    pipeline = ArgoPipeline(Settings(llm=True), None, Counter())  # type: ignore[arg-type]
+    pipeline.costs.prefill_s, pipeline.costs.decode_s, pipeline.costs.overhead_s = 0.002, 0.05, 0.02
+    pipeline.costs.rel_error = 0.0
+    question = Question("Which port does the E2 termination listen on?", ("36422/SCTP", "38000/TCP"))
+    bare_tokens = _CharTokens().prompt_tokens(prompts.choose_variants(question, [])[-1].messages)
+    bare = pipeline.costs.predict(bare_tokens, 1)
+    with_evidence = pipeline.costs.predict(bare_tokens + RESERVE_EVIDENCE_TOKENS, 1)
+    deadline = time.monotonic() + LEXICAL_RESERVE_S + (bare + with_evidence) / 2 + 0.05
+    run = _Run(question, pipeline.budget(deadline), use_llm=True)
+    assert pipeline._reserve(run) == pytest.approx(LEXICAL_RESERVE_S + bare)  # nothing found yet: search on
+    run.steps += _history(1)
+    keep = pipeline._reserve(run)
+    assert keep == pytest.approx(LEXICAL_RESERVE_S + with_evidence) and keep > run.budget.remaining()
+    assert run.llm_steps_off == ""  # the LLM still answers, with the evidence
+
+
 def test_the_llm_sees_lettered_options_and_the_reply_keeps_the_callers_numbers() -> None:
     question = Question("Which interface carries policies?", ("1. E2", "2. A1", "3. O1"))
     messages = prompts.choose_variants(question, [])[0].messages
@@ -246,6 +271,18 @@ def test_a_long_passage_is_cut_to_the_sentences_the_question_asks_about() -> Non
     # The choice prompt focuses its evidence on the question and its options.
     best = prompts.choose_variants(question, history)
     assert any(answer in v.messages[-1]["content"] for v in best if v.passages == 1)
+
+
+def test_evidence_that_names_exactly_one_option_singles_it_out() -> None:
+    def history(text: str) -> list[Step]:
+        passage = Passage("p0", text, "ric-dep/README.md", "", 0.6)
+        return [Step(Action.RETRIEVE, PathKind.TEMPLATE, 0.0, 0.3, 1.0, query="q", passages=[passage])]
+
+    question = Question("Which port does the E2 termination listen on?", ("36422/SCTP", "38000/TCP", "4561/TCP"))
+    assert prompts.options_named(question, history("E2 termination listens on 36422 over SCTP.")) == 1
+    assert prompts.options_named(question, history("Ports: 36422/SCTP and 38000/TCP.")) == 2
+    assert prompts.options_named(question, history("The E2 termination is a RIC platform component.")) == 0
+    assert prompts.options_named(question, []) == 0
 
 
 def test_evidence_is_numbered_and_citations_resolve_to_the_passages_shown() -> None:
@@ -339,9 +376,11 @@ def test_multiple_choice_is_answered_in_one_prefill_with_option_probabilities(
     assert len(probabilities) == 4 and sum(probabilities) == pytest.approx(1.0, abs=1e-6)
     assert answer.choice == probabilities.index(max(probabilities)) + 1
     assert answer.synthesis_usage.completion_tokens >= 1
-    # With a minute to spend, the LLM saw all the evidence — or none, when no passage reached evidence_min_score.
+    # With a minute to spend, the LLM saw all the evidence — or none, when no passage reached evidence_min_score
+    # and the evidence does not single out one option.
     best = max((p.score for s in answer.steps for p in s.passages), default=0.0)
-    if best >= pipeline.settings.evidence_min_score:
+    singles_out = best >= NAMED_OPTION_MIN_SCORE and prompts.options_named(OTIC, answer.steps) == 1
+    if best >= pipeline.settings.evidence_min_score or singles_out:
         assert answer.trimmed == ""
     else:
         assert answer.trimmed.startswith("evidence left out: best passage similarity")

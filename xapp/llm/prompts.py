@@ -137,6 +137,21 @@ def resolve_citations(text: str, history: Sequence[Step], shown: int) -> tuple[s
     return re.sub(r"[ \t]+([.,;:])", r"\1", resolved).strip(), cited
 
 
+def choice_focus(question: Question) -> str:
+    """What an option choice's evidence is cut around: the question and its options."""
+    return " ".join([question.text, *question.options])
+
+
+def options_named(question: Question, history: Sequence[Step]) -> int:
+    """How many options the lead evidence names: the options all of whose own terms (those not shared by every
+    option) appear in the first passage, cut as the leanest choice prompt shows it."""
+    max_passages, max_chars = EVIDENCE_LEVELS[-2]
+    shown = set(terms(evidence_text(history, max_passages, max_chars, focus=choice_focus(question))))
+    own = [set(terms(strip_option_number(o))) for o in question.options]
+    common = set.intersection(*own) if own else set()
+    return sum(bool(o - common) and o - common <= shown for o in own)
+
+
 def evidence_variants(
     history: Sequence[Step], build: Callable[[str], list[Message]], focus: str = ""
 ) -> list[PromptVariant]:
@@ -209,7 +224,7 @@ def choose_variants(question: Question, history: Sequence[Step]) -> list[PromptV
             + (f"Evidence (may be incomplete):\n{evidence}\n" if evidence != NO_EVIDENCE else "")
             + f"Options:\n{lettered_options(question)}\nReply with the letter of the correct option only."
         ),
-        focus=" ".join([question.text, *question.options]),
+        focus=choice_focus(question),
     )
 
 

@@ -60,6 +60,11 @@ MIN_ANSWER_PASSAGES = 4
 # question, an answer of a few sentences (the answer is what the caller reads: on a CPU, where one token
 # costs ~90 ms, LLM sub-queries run only when such an answer still fits after them).
 RESERVE_EVIDENCE_TOKENS = 160
+# Evidence less similar than evidence_min_score is still shown to an option choice when it names exactly one
+# option (prompts.options_named), down to this similarity. Of the questions the gate held back at 0.5-0.7,
+# the LLM chose right with such evidence for 4 of 9 (closed-book 3) on ORAN-Bench dev and 14 of 16 (closed-
+# book 7) on our set; for the rest evidence lowered it (dev 108 vs 118 of 167) (docs/performance.md).
+NAMED_OPTION_MIN_SCORE = 0.5
 RESERVE_ANSWER_TOKENS = 64
 
 StepCallback = Callable[[Step], None]
@@ -307,8 +312,10 @@ class ArgoPipeline:
     def _reserve(self, run: _Run) -> float:
         """What must stay free after a step: the lexical template synthesis always, and the LLM synthesis
         (the option choice, or an answer of RESERVE_ANSWER_TOKENS; with about two passages of evidence, else
-        none) while it still fits. Once it does not, the steps before the answer stop using the LLM
-        (``run.llm_steps_off`` says why): an LLM sub-query or note would only take the answer's time."""
+        none) while it still fits. Once passages are found, the time to show them is kept: the loop ends
+        rather than search on without time to read what it found. Once no LLM synthesis fits, the steps before
+        the answer stop using the LLM (``run.llm_steps_off`` says why): an LLM sub-query or note would only
+        take the answer's time."""
         keep = LEXICAL_RESERVE_S
         if not run.use_llm or self.llm is None:
             return keep
@@ -316,10 +323,15 @@ class ArgoPipeline:
             run.bare_synthesis_tokens = self.llm.prompt_tokens(self._synthesis_variants(run)[-1].messages)
         out = 1 if run.question.options else RESERVE_ANSWER_TOKENS
         left = run.budget.remaining() - keep
-        for extra in (RESERVE_EVIDENCE_TOKENS, 0):
-            cost = run.budget.llm_need(self.llm, run.bare_synthesis_tokens + extra, out)
-            if cost <= left:
-                return keep + cost
+        with_evidence = run.budget.llm_need(self.llm, run.bare_synthesis_tokens + RESERVE_EVIDENCE_TOKENS, out)
+        if with_evidence <= left:
+            return keep + with_evidence
+        cost = run.budget.llm_need(self.llm, run.bare_synthesis_tokens, out)
+        if cost <= left:
+            # Passages found and no time for another step besides showing them: the next step would take the
+            # time the LLM needs to read them (on our set at 1000 ms, 38 of 96 choices were made without any
+            # evidence after a third search ate it). So no further step; without passages, search on.
+            return keep + (with_evidence if any(s.passages for s in run.steps) else cost)
         run.llm_steps_off = (
             f"no time for the LLM before the answer (the LLM answer needs ~{cost * 1000:.0f} ms, "
             f"{max(left, 0.0) * 1000:.0f} ms left)"
@@ -371,11 +383,14 @@ class ArgoPipeline:
 
     def _synthesis_variants(self, run: _Run) -> list[prompts.PromptVariant]:
         """The synthesis prompt at every evidence level, richest first; without evidence when no passage is
-        close enough to the question to be about it (such evidence misleads the LLM more than it helps)."""
+        close enough to the question to be about it (such evidence misleads the LLM more than it helps), unless
+        it names exactly one of the options (NAMED_OPTION_MIN_SCORE)."""
         build = prompts.choose_variants if run.question.options else prompts.answer_variants
         best = _best_score(run)
         gate = self.settings.evidence_min_score
-        if best is None or best >= gate:
+        # Less similar evidence that singles out one option is about them: shown too.
+        singles_out = run.question.options and prompts.options_named(run.question, run.steps) == 1
+        if best is None or best >= gate or (best >= NAMED_OPTION_MIN_SCORE and singles_out):
             return build(run.question, run.steps)
         note = f"evidence left out: best passage similarity {best:.2f} < evidence_min_score {gate:.2f}"
         return [prompts.PromptVariant(v.messages, note) for v in build(run.question, [])]
