@@ -171,7 +171,9 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
     async def _guarded(self, deadline: float, work: Awaitable[T]) -> T:
         """Await ``work`` but never past the caller's budget: the pipeline answers in time by design, this
         catches it if it does not (and cancels the work, so the engine aborts)."""
-        limit = deadline + self.settings.safety_margin_ms / 1000.0 - time.monotonic()
+        # Up to the margins kept back from the pipeline's deadline, the loop-lag share included: a pipeline a
+        # little late on a loaded CPU still answers before the caller's deadline, and an answer beats an error.
+        limit = deadline + self.settings.safety_margin_ms / 1000.0 + self.loop_lag.reserve_s() - time.monotonic()
         try:
             return await asyncio.wait_for(work, timeout=max(limit, 0.001))
         except asyncio.TimeoutError:
