@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+from process_support import wait_serving
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
@@ -81,18 +82,7 @@ def template_server(
     server = TemplateServer(proc, f"127.0.0.1:{port}", log)
     try:
         with SyncArgoClient(server.target, default_timeout_s=5) as client:
-            end = time.monotonic() + 240
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-                try:
-                    if client.health() == "SERVING":
-                        break
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > end:
-                    pytest.fail(f"server not SERVING:\n{log.read_text()[-4000:]}")
-                time.sleep(0.2)
+            wait_serving(client, proc, log, timeout=240)
         yield server
     finally:
         if proc.poll() is None:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from process_support import wait_serving, wait_until
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp.client import SyncArgoClient
@@ -50,13 +51,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 @dataclass
@@ -354,18 +348,7 @@ def xapp_serving(vllm_server: VLLMServer, tiny_w8a8_dir: Path, tmp_path: Path) -
     xapp = XApp(proc, f"127.0.0.1:{port}", log_path)
     try:
         with SyncArgoClient(xapp.target, default_timeout_s=5) as client:
-            end = time.monotonic() + 300
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"argo-xapp exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-                try:
-                    if client.health() == "SERVING":
-                        break
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > end:
-                    pytest.fail(f"argo-xapp not SERVING:\n{log_path.read_text()[-4000:]}")
-                time.sleep(0.25)
+            wait_serving(client, proc, log_path, timeout=300)
         yield xapp
     finally:
         if proc.poll() is None:

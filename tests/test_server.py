@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
+from process_support import wait_until
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
@@ -109,13 +110,6 @@ def health(target: str, service: str = "") -> str:
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.02) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def idle(served: Served) -> bool:

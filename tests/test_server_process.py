@@ -22,6 +22,7 @@ import grpc
 import pytest
 from monitoring_support import load as load_monitoring
 from monitoring_support import queried_metrics, served_metrics
+from process_support import wait_serving
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp.client import SyncArgoClient
@@ -63,20 +64,6 @@ def server_process(tmp_path: Path, tiny_w8a8_dir: Path) -> Iterator[tuple[subpro
             proc.wait(30)
 
 
-def wait_serving(
-    client: SyncArgoClient, proc: subprocess.Popen[str], log: Path, timeout: float = 600
-) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if client.health() == "SERVING":
-                return
-        except grpc.RpcError:
-            pass  # not listening yet
-        time.sleep(0.25)
-    pytest.fail(f"server not SERVING after {timeout} s:\n{log.read_text()[-4000:]}")
 
 
 def test_sigterm_drains_the_request_in_flight_and_exits_0(

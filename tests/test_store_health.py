@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kb_support import chroma_process, copy_builtin, free_port
+from process_support import wait_until
 
 from xapp.client import SyncArgoClient
 from xapp.config import Settings
@@ -124,13 +125,6 @@ def running_server(settings: Settings) -> Iterator[Running]:
         loop.close()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def health(target: str, service: str = "") -> str:
