@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,18 +99,21 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(
         thread = threading.Thread(target=in_flight)
         thread.start()
         time.sleep(0.15)  # the request is in the pipeline now
-        t0 = time.monotonic()
+        sigterm_at = time.time()  # wall clock, as the log's timestamps
         proc.send_signal(signal.SIGTERM)
         thread.join(10)
         returncode = proc.wait(30)
-        stopped_in = time.monotonic() - t0
 
     text = log.read_text()
     assert returncode == 0, text[-4000:]
     assert "reply" in result, (result, text[-4000:])
     assert result["reply"].answer.strip()
     assert result["reply"].path in (pb.PATH_LLM, pb.PATH_TEMPLATE, pb.PATH_MIXED)
-    assert stopped_in < 5 + 2, "drained within the grace period"
+    # Drained within the 5 s grace period: the server stopped serving once the request in flight was answered
+    # (closing the engine and the interpreter's exit come after, and take seconds more on a loaded CPU).
+    stopped = next(json.loads(line) for line in text.splitlines() if '"event": "stopped"' in line)
+    drained_in = datetime.fromisoformat(stopped["timestamp"].replace("Z", "+00:00")).timestamp() - sigterm_at
+    assert drained_in < 5 + 1, f"drained in {drained_in:.1f} s"
     assert "Traceback" not in text, text[-4000:]
     # Everything the server and the libraries it runs (vLLM and its worker process, torch, Chroma) wrote,
     # from start-up to the exit: JSON lines only (no ARGO_LOG_FORMAT set: serve logs JSON by default).
