@@ -388,10 +388,13 @@ class ArgoPipeline:
         build = prompts.choose_variants if run.question.options else prompts.answer_variants
         best = _best_score(run)
         gate = self.settings.evidence_min_score
-        # Less similar evidence that singles out one option is about them: shown too.
-        singles_out = run.question.options and prompts.options_named(run.question, run.steps) == 1
-        if best is None or best >= gate or (best >= NAMED_OPTION_MIN_SCORE and singles_out):
+        if best is None or best >= gate:
             return build(run.question, run.steps)
+        # Less similar evidence that singles out one option is about them: shown too (checked only here, as it
+        # cuts the lead passage once more).
+        question = run.question
+        if best >= NAMED_OPTION_MIN_SCORE and question.options and prompts.options_named(question, run.steps) == 1:
+            return build(question, run.steps)
         note = f"evidence left out: best passage similarity {best:.2f} < evidence_min_score {gate:.2f}"
         return [prompts.PromptVariant(v.messages, note) for v in build(run.question, [])]
 
