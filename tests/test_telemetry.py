@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import logging
+import socket
 import subprocess
 import sys
 import textwrap
@@ -808,3 +809,19 @@ def test_http_port_in_use_fails_loudly() -> None:
                 await HttpEndpoints(ready=lambda: True, metrics=Metrics(), port=first.port, host="127.0.0.1").start()
 
     asyncio.run(run())
+
+
+def test_http_on_every_interface_serves_ipv4_and_ipv6_on_the_one_logged_port() -> None:
+    # With port 0, an IPv4 and an IPv6 socket that each picked a port would leave the logged port dead on
+    # one of them (the cause of a CI failure: the test read the IPv6 port and dialled 127.0.0.1).
+    async def run() -> list[int]:
+        statuses = []
+        async with HttpEndpoints(ready=lambda: True, metrics=Metrics(), port=0) as http:
+            hosts = ["127.0.0.1"] + (["[::1]"] if socket.has_ipv6 else [])
+            async with aiohttp.ClientSession() as session:
+                for host in hosts:
+                    async with session.get(f"http://{host}:{http.port}{ALIVE_PATH}") as resp:
+                        statuses.append(resp.status)
+        return statuses
+
+    assert set(asyncio.run(run())) == {200}

@@ -13,6 +13,7 @@ extension hook (``serve_async(..., extensions=[http_extension(settings)])``).
 
 from __future__ import annotations
 
+import errno
 import inspect
 import ssl
 from collections.abc import Awaitable, Callable
@@ -109,22 +110,34 @@ class HttpEndpoints:
             max_headers=MAX_HEADERS,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context)
         try:
-            await site.start()
+            self.port = await self._bind(runner)
         except OSError:
             await runner.cleanup()
             raise
         self._runner = runner
-        for addr in runner.addresses:
-            if isinstance(addr, tuple) and len(addr) >= 2:
-                self.port = int(addr[1])
-                break
         log.info(
             "http listening", host=self.host or "*", http_port=self.port, tls=self.ssl_context is not None,
             paths=[ALIVE_PATH, READY_PATH, METRICS_PATH],
         )  # fmt: skip
         return self.port
+
+    async def _bind(self, runner: web.AppRunner) -> int:
+        """Starts the sites and returns the bound port. Every interface (no host) is one IPv4 and one IPv6
+        socket; they must share a port, which port 0 would not give them if each picked its own."""
+        if self.host is not None:
+            await web.TCPSite(runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context).start()
+            return _bound_port(runner, self.port)
+        await web.TCPSite(runner, "0.0.0.0", self.port, reuse_address=True, ssl_context=self.ssl_context).start()
+        port = _bound_port(runner, self.port)
+        try:
+            await web.TCPSite(runner, "::", port, reuse_address=True, ssl_context=self.ssl_context).start()
+        except OSError as exc:
+            # No IPv6 on this host, or (port 0 only) another process holds the port there: IPv4 serves.
+            if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL) and self.port != 0:
+                raise
+            log.warning("http not listening on IPv6", http_port=port, error=str(exc))
+        return port
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -179,3 +192,10 @@ def http_extension(
         )
 
     return make
+
+
+def _bound_port(runner: web.AppRunner, requested: int) -> int:
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    return requested
