@@ -180,6 +180,18 @@ def test_llm_path_with_real_engine(
     assert answer.prompt_tokens > 0 and answer.completion_tokens > 0
     assert llm_engine.num_unfinished_requests() == 0
 
+    # llm_subqueries off: the same question's sub-query is the rule-based one, and the LLM still answers.
+    pipeline.update_settings(settings.replace(llm_subqueries=False))
+    answer = run(
+        pipeline.answer(
+            Question("What is the role of the near-RT RIC?"), strategy="fixed-k", deadline=time.monotonic() + 120
+        )
+    )
+    retrieves = [s for s in answer.steps if s.action is Action.RETRIEVE]
+    assert retrieves and all(s.path is PathKind.TEMPLATE and s.usage.completion_tokens == 0 for s in retrieves)
+    assert not any(f.component.value == "decomposer" for f in answer.fallbacks), answer.fallback_reason
+    assert answer.path is PathKind.LLM, answer.fallback_reason
+
 
 @pytest.mark.slow
 def test_llm_work_aborted_at_a_short_deadline(

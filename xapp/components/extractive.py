@@ -2,9 +2,10 @@
 
 No LLM. The retrieved passages' sentences, each with the context it needs to stand alone (``answer_units``),
 are ranked by IDF-weighted term overlap with the question, blended with their passage's retrieval score and
-a bonus when they hold the kind of token the question asks for (a port, a command, a variable, a path). Options are scored by how well the evidence covers the terms
-that set each option apart, plus (with an embedder) the cosine similarity between "question + option" and
-the passages' stored embeddings, so only the few options are embedded per request, never the evidence.
+a bonus when they hold the kind of token the question asks for (a port, a command, a variable, a path).
+Options are scored by how well the evidence covers the terms that set each option apart, plus (with an
+embedder) the cosine similarity between "question + option" and the passages' stored embeddings, so only
+the few options are embedded per request, never the evidence.
 """
 
 from __future__ import annotations

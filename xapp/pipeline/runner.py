@@ -402,17 +402,19 @@ class ArgoPipeline:
         budget = run.budget
         with tracer.start_as_current_span(attrs.SPAN_DECOMPOSE) as span:
             t0 = time.perf_counter()
-            result, no_llm = await self._llm_step(
-                run,
-                Component.DECOMPOSER,
-                lambda: [prompts.PromptVariant(self.decomposer.messages(run.question, run.steps))],
-                lambda plan: self.decomposer.decompose(
-                    run.question, run.steps, plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline
-                ),
-                min_tokens=MIN_QUERY_TOKENS,
-                max_tokens=self.settings.max_tokens_decompose,
-                keep=keep + self.estimator.estimate("retrieve"),
-            )
+            result, no_llm = None, None
+            if self.settings.llm_subqueries:
+                result, no_llm = await self._llm_step(
+                    run,
+                    Component.DECOMPOSER,
+                    lambda: [prompts.PromptVariant(self.decomposer.messages(run.question, run.steps))],
+                    lambda plan: self.decomposer.decompose(
+                        run.question, run.steps, plan.messages, max_tokens=plan.max_tokens, deadline=plan.deadline
+                    ),
+                    min_tokens=MIN_QUERY_TOKENS,
+                    max_tokens=self.settings.max_tokens_decompose,
+                    keep=keep + self.estimator.estimate("retrieve"),
+                )
             if result is None:
                 if not budget.fits("decompose.template", "retrieve", keep=keep):
                     run.fallback(
