@@ -104,6 +104,23 @@ class Step:
     fallback_reason: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)  # per component inside the step
 
+    @classmethod
+    def search(
+        cls, query: str, ms: float, passages: list[Passage] | None = None, fallback_reason: str | None = None
+    ) -> Step:
+        """A single retrieval outside the loop (the Retrieve RPC): no progress, its time the retriever's."""
+        return cls(
+            Action.RETRIEVE,
+            PathKind.TEMPLATE,
+            0.0,
+            0.0,
+            ms,
+            query=query,
+            passages=passages or [],
+            fallback_reason=fallback_reason,
+            timings_ms={Component.RETRIEVER.value: ms},
+        )
+
     @property
     def sources(self) -> list[str]:
         return sorted({p.source for p in self.passages})

@@ -217,6 +217,9 @@ async def run_accuracy(
     async with build_pipeline(settings, llm=llm) as pipeline:
         run["startup_s"] = round(time.monotonic() - t0, 2)
         run["model"] = pipeline.model_name or None
+        # What the planner believed of the LLM's costs after start-up and after each strategy: the first
+        # strategy runs while the online estimates settle from the start-up calibration.
+        run["llm_costs"] = {"startup": pipeline.costs.snapshot()}
         for q in warmup_questions(warmup):  # excluded: first-call costs (embedder, engine, caches)
             deadline = request_deadline(pipeline.settings, deadline_ms, time.monotonic())
             await pipeline.answer(q.question(), strategy=strategies[0], deadline=deadline)
@@ -224,6 +227,7 @@ async def run_accuracy(
             started = time.monotonic()
             results += await _answer_all(pipeline, rows, strategy, deadline_ms, progress)
             run.setdefault("strategy_seconds", {})[strategy] = round(time.monotonic() - started, 1)
+            run["llm_costs"][strategy] = pipeline.costs.snapshot()
     files = [out / "accuracy_results.csv", out / "accuracy_summary.csv", out / "accuracy.png"]
     if baseline_sample:
         # After the engine is gone: the seed's transformers model gets the machine to itself, as ARGO had.

@@ -176,6 +176,9 @@ async def run_answers(
     async with build_pipeline(settings) as pipeline:
         run["startup_s"] = round(time.monotonic() - t0, 2)
         run["model"] = pipeline.model_name or None
+        # What the planner believed of the LLM's costs after start-up and after each strategy: the first
+        # strategy runs while the online estimates settle from the start-up calibration.
+        run["llm_costs"] = {"startup": pipeline.costs.snapshot()}
         run["chunks"] = pipeline.kb.count() if pipeline.kb is not None else 0
         for wq in warmup_questions(warmup):
             deadline = request_deadline(pipeline.settings, deadline_ms, time.monotonic())
@@ -184,6 +187,7 @@ async def run_answers(
             started = time.monotonic()
             results += await _answer_all(pipeline, questions, strategy, deadline_ms, progress)
             run.setdefault("strategy_seconds", {})[strategy] = round(time.monotonic() - started, 1)
+            run["llm_costs"][strategy] = pipeline.costs.snapshot()
     run["machine_after"] = {"loadavg_1_5_15": machine_info().get("loadavg_1_5_15")}
     summary = summarize(results, deadline_ms)
     write_csv(out / "answers_results.csv", RESULT_COLUMNS, results)

@@ -729,22 +729,10 @@ class ArgoPipeline:
         """One retrieval, answered even when the store fails, is too slow or not connected: no passages, and
         the reason. It queries a store that is not serving, too: a caller's probe may find it back."""
         if self.retriever is None:
-            unavailable = self._unavailable()
-            return Step(Action.RETRIEVE, PathKind.TEMPLATE, 0.0, 0.0, 0.0, query=query, fallback_reason=unavailable)
+            return Step.search(query, 0.0, fallback_reason=self._unavailable())
         t0 = time.perf_counter()
         passages, failed = await self._search(query, top_k, deadline)
-        ms = (time.perf_counter() - t0) * 1000.0
-        return Step(
-            Action.RETRIEVE,
-            PathKind.TEMPLATE,
-            0.0,
-            0.0,
-            ms,
-            query=query,
-            passages=passages,
-            fallback_reason=failed.text if failed else None,
-            timings_ms={RETRIEVER: ms},
-        )
+        return Step.search(query, (time.perf_counter() - t0) * 1000.0, passages, failed.text if failed else None)
 
     async def synthesize(self, question: Question, history: Sequence[Step], *, deadline: float) -> Answer:
         run = _Run(question, self.budget(deadline), use_llm=self.llm_running(), steps=list(history))

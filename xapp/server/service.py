@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
 from xapp.config import Settings
-from xapp.domain import Action, Answer, Cause, Component, Fallback, PathKind, Question, Step
+from xapp.domain import Answer, Cause, Component, Fallback, Question, Step
 from xapp.errors import EngineUnavailable, InvalidRequest, StoreUnavailable
 from xapp.pipeline.budget import request_deadline
 from xapp.server import convert, validation
@@ -370,18 +370,9 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         def too_late() -> Step:
             # A deadline of a few ms: the search (in a thread, competing with the event loop for the CPU) came
             # back after it. Like a store that does not answer in time: OK, no passages, and why.
-            ms = _ms_since(start)
             detail = f"no search result within the {deadline_ms or self.settings.deadline_ms} ms deadline"
-            return Step(
-                Action.RETRIEVE,
-                PathKind.TEMPLATE,
-                0.0,
-                0.0,
-                ms,
-                query=query,
-                fallback_reason=Fallback(Component.RETRIEVER, Cause.STORE_TIMEOUT, detail).text,
-                timings_ms={Component.RETRIEVER.value: ms},
-            )
+            failed = Fallback(Component.RETRIEVER, Cause.STORE_TIMEOUT, detail)
+            return Step.search(query, _ms_since(start), fallback_reason=failed.text)
 
         # The pipeline answers a retrieval even when the store fails or is too slow (no passages, the reason).
         step, _ = await self._unary(
