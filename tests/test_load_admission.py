@@ -213,22 +213,24 @@ def test_the_load_bench_mixes_question_kinds_and_counts_the_llms_choices() -> No
     from xapp.bench.common import BenchQuestion
     from xapp.bench.load import Level, process_tree_rss_mb, question_mix
 
-    mc = [BenchQuestion(f"mc{i}", ("a", "b")) for i in range(3)]
+    mc = [BenchQuestion(f"mc{i}", ("a", "b"), answer=1) for i in range(3)]
     open_ = [BenchQuestion(f"open{i}") for i in range(2)]
     mix = question_mix(mc, open_, 0.5)
     assert [q.text for q in mix[:6]] == ["open0", "mc0", "open1", "mc1", "open0", "mc2"]
     assert sum(bool(q.options) for q in question_mix(mc, open_, 0.25)) == len(question_mix(mc, open_, 0.25)) // 4
 
     level = Level(8, deadline_ms=1000)
-    chose = pb.AnswerReply(path=pb.Path.PATH_LLM, option_probabilities=[0.9, 0.1])
+    chose = pb.AnswerReply(path=pb.Path.PATH_LLM, option_probabilities=[0.9, 0.1], choice=1)
     level.record(mc[0], "OK", 900.0, chose)
-    level.record(mc[1], "OK", 1024.0, pb.AnswerReply(path=pb.Path.PATH_TEMPLATE))  # 24 ms over: in time
+    level.record(mc[1], "OK", 1024.0, pb.AnswerReply(path=pb.Path.PATH_TEMPLATE, choice=2))  # 24 ms over: in time
     level.record(open_[0], "OK", 1026.0, pb.AnswerReply(path=pb.Path.PATH_TEMPLATE))  # late
     level.record(open_[1], "RESOURCE_EXHAUSTED", 10.0, None)
     level.duration_s = 2.0
     row = level.row()
     assert (row["requests"], row["ok"], row["late"], row["mc_replies"], row["mc_llm_share"]) == (4, 3, 1, 2, 0.5)
     assert row["errors"] == '{"RESOURCE_EXHAUSTED": 1}' and row["throughput_rps"] == 1.5
+    # What the callers got: one right (the LLM's), one wrong (the template's).
+    assert (row["mc_accuracy"], row["mc_llm_accuracy"], row["mc_template_accuracy"]) == (0.5, 1.0, 0.0)
     own = process_tree_rss_mb(os.getpid())
     assert own is not None and own > 10 and process_tree_rss_mb(2**22 + 7) is None
 

@@ -51,6 +51,10 @@ class Level:
     late: int = 0  # any reply (OK or not) later than deadline + 25 ms
     mc_replies: int = 0  # OK replies to multiple-choice questions
     mc_llm: int = 0  # … whose option the LLM chose
+    mc_scored: int = 0  # … to questions whose answer is known (ORAN-Bench rows)
+    mc_correct: int = 0  # … of them, right
+    mc_llm_scored: int = 0  # … chosen by the LLM
+    mc_llm_correct: int = 0  # … chosen by the LLM and right
     queued_ms: list[float] = field(default_factory=list)  # admission wait of OK replies (timings_ms["admission"])
     late_examples: list[str] = field(default_factory=list)
     fallback_details: dict[str, list[str]] = field(default_factory=dict)  # the first few details per fallback
@@ -86,6 +90,13 @@ class Level:
         if question.options:
             self.mc_replies += 1
             self.mc_llm += bool(reply.option_probabilities)
+            if question.answer is not None:
+                right = reply.choice == question.answer
+                self.mc_scored += 1
+                self.mc_correct += right
+                if reply.option_probabilities:
+                    self.mc_llm_scored += 1
+                    self.mc_llm_correct += right
         for f in reply.fallbacks:
             key = f"{f.component}: {f.cause}"
             self.fallbacks[key] += 1
@@ -111,6 +122,16 @@ class Level:
             "errors": json.dumps({k: v for k, v in sorted(self.codes.items()) if k != "OK"}),
             "mc_replies": self.mc_replies,
             "mc_llm_share": round(self.mc_llm / self.mc_replies, 3) if self.mc_replies else float("nan"),
+            # Accuracy under load, overall and on each path: what the callers got, beside who chose.
+            "mc_accuracy": round(self.mc_correct / self.mc_scored, 3) if self.mc_scored else float("nan"),
+            "mc_llm_accuracy": (
+                round(self.mc_llm_correct / self.mc_llm_scored, 3) if self.mc_llm_scored else float("nan")
+            ),
+            "mc_template_accuracy": (
+                round((self.mc_correct - self.mc_llm_correct) / (self.mc_scored - self.mc_llm_scored), 3)
+                if self.mc_scored > self.mc_llm_scored
+                else float("nan")
+            ),
             "llm_share": round(self.paths.get("PATH_LLM", 0) / ok, 3),
             "mixed_share": round(self.paths.get("PATH_MIXED", 0) / ok, 3),
             "template_share": round(self.paths.get("PATH_TEMPLATE", 0) / ok, 3),
@@ -260,7 +281,8 @@ def _format(row: dict[str, object]) -> str:
         f"c={row['concurrency']:>2}  req={row['requests']:>5}  ok={row['ok']:>5}  "
         f"{row['throughput_rps']:>6} rps  p50={row['p50_ms']:>7} p95={row['p95_ms']:>7} "
         f"p99={row['p99_ms']:>7} max={row['max_ms']:>7} ms  late={row['late']}  errors={row['errors']}  "
-        f"mc_llm={row['mc_llm_share']} of {row['mc_replies']}  "
+        f"mc_llm={row['mc_llm_share']} of {row['mc_replies']}  mc_acc={row['mc_accuracy']} "
+        f"(llm {row['mc_llm_accuracy']}, template {row['mc_template_accuracy']})  "
         f"llm={row['llm_share']} mixed={row['mixed_share']} template={row['template_share']}{rss}"
     )
 
