@@ -274,3 +274,38 @@ def test_a_model_that_no_call_has_taught_for_a_while_probes_once_with_an_idle_en
     loaded = Budget(now + 0.7, busy, costs)
     assert isinstance(loaded.plan_llm(_Counter([]), variants, min_tokens=1, max_tokens=1), NoPlan)
     assert isinstance(near.plan_llm(_Counter([]), variants, min_tokens=1, max_tokens=1), LLMPlan)  # still due
+
+
+@pytest.mark.slow
+def test_a_choice_that_could_not_read_evidence_in_time_is_made_closed_book_before_any_retrieval(
+    builtin_kb: KnowledgeBase, builtin_kb_settings: Settings, llm_engine: Any, run: Any
+) -> None:
+    from xapp.pipeline.budget import LEXICAL_RESERVE_S
+    from xapp.pipeline.runner import LEAN_EVIDENCE_TOKENS
+
+    # Planned as a slow CPU would take it: 2 ms a prompt token, so one passage of evidence costs ~130 ms more.
+    costs = LLMCostModel(prefill_s=0.002, decode_s=0.05, overhead_s=0.1)
+    costs.rel_error = 0.0
+    pipeline = ArgoPipeline(builtin_kb_settings.replace(llm=True), builtin_kb, llm_engine, costs=costs)
+    assert pipeline.llm is not None
+    bare_messages = prompts.choose_variants(OPTIONS, [])[-1].messages
+    bare_tokens = pipeline.llm.prompt_tokens(bare_messages)
+    bare, lean = (costs.predict(bare_tokens + extra, 1) for extra in (0, LEAN_EVIDENCE_TOKENS))
+    assert lean - bare > 0.1
+    # Warm the engine up on this prompt (a fresh engine's first prefills compile kernels), as serve does.
+    run(llm_engine.choose(bare_messages, prompts.option_labels(OPTIONS), deadline=time.monotonic() + 60))
+
+    # Time for the closed-book choice, not for a retrieval and the choice with one passage: no retrieval.
+    deadline_s = bare + LEXICAL_RESERVE_S + 0.05
+    answer = run(pipeline.answer(OPTIONS, strategy="mdp", deadline=time.monotonic() + deadline_s))
+    assert answer.option_probabilities and answer.choice in (1, 2, 3, 4), answer.fallback_reason
+    assert not [s for s in answer.steps if s.action is Action.RETRIEVE]
+    (skipped,) = [f for f in answer.fallbacks if f.component is Component.RETRIEVER]
+    assert skipped.cause is Cause.NO_TIME and skipped.detail.startswith("retrieval skipped"), skipped.detail
+    assert answer.elapsed_ms <= deadline_s * 1000
+
+    # With time for both, the loop retrieves first, as always.
+    answer = run(pipeline.answer(OPTIONS, strategy="mdp", deadline=time.monotonic() + lean + 1.0))
+    assert [s for s in answer.steps if s.action is Action.RETRIEVE] and answer.option_probabilities
+    assert "retrieval skipped" not in (answer.fallback_reason or "")
+    assert llm_engine.num_unfinished_requests() == 0
