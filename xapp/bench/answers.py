@@ -45,6 +45,7 @@ from xapp.bench.common import (
 from xapp.config import STRATEGIES, Settings
 from xapp.domain import Answer, PathKind, Question
 from xapp.errors import ArgoError
+from xapp.policy.strategies import make_strategy
 
 DEFAULT_DEADLINE_MS = 5000
 
@@ -163,6 +164,8 @@ async def run_answers(
     from xapp.pipeline.runner import build_pipeline
 
     settings = settings.replace(max_deadline_ms=max(settings.max_deadline_ms, int(deadline_ms)))
+    if not any(make_strategy(s, settings).uses_llm for s in strategies):
+        settings = settings.replace(llm=False)  # template only: no engine to start
     prepare_out(out)
     run: dict[str, Any] = {
         "strategies": list(strategies),

@@ -51,13 +51,16 @@ POLICY, DECOMPOSER, RETRIEVER, REASONER, SYNTHESIZER = (c.value for c in Compone
 # Fewest tokens worth generating: a sub-query, a reasoning note, an open answer, a justification.
 MIN_QUERY_TOKENS = 6
 MIN_NOTE_TOKENS = 12
-MIN_ANSWER_TOKENS = 24
+# An open answer: a few sentences. Shorter ones lost their facts: on our set at 5000 ms the 1.5B's answers of
+# 16-34 tokens (all the CPU allowed after 4 passages) held their key facts for 3 of 38 questions, often cut
+# before the fact ("... the command is."), where the extractive answers held them for 25 (docs/performance.md).
+MIN_ANSWER_TOKENS = 64
 MIN_JUSTIFICATION_TOKENS = 16
 # An open answer is the LLM's only when its prompt shows at least this many passages (else extractive): the
 # two richest evidence levels, 4-6 passages of 400-500 characters.
 MIN_ANSWER_PASSAGES = 4
 # What the loop keeps time for in the final LLM synthesis: about two passages of evidence and, for an open
-# question, an answer of a few sentences (the answer is what the caller reads: on a CPU, where one token
+# question, an answer of MIN_ANSWER_TOKENS (the answer is what the caller reads: on a CPU, where one token
 # costs ~90 ms, LLM sub-queries run only when such an answer still fits after them).
 RESERVE_EVIDENCE_TOKENS = 160
 # Evidence less similar than evidence_min_score is still shown to an option choice when it names exactly one
@@ -65,7 +68,6 @@ RESERVE_EVIDENCE_TOKENS = 160
 # the LLM chose right with such evidence for 4 of 9 (closed-book 3) on ORAN-Bench dev and 14 of 16 (closed-
 # book 7) on our set; for the rest evidence lowered it (dev 108 vs 118 of 167) (docs/performance.md).
 NAMED_OPTION_MIN_SCORE = 0.5
-RESERVE_ANSWER_TOKENS = 64
 # The leanest evidence an option choice shows: one passage cut to 200 characters (prompts.EVIDENCE_LEVELS).
 LEAN_EVIDENCE_TOKENS = 60
 
@@ -316,7 +318,7 @@ class ArgoPipeline:
 
     def _reserve(self, run: _Run) -> float:
         """What must stay free after a step: the lexical template synthesis always, and the LLM synthesis
-        (the option choice, or an answer of RESERVE_ANSWER_TOKENS; with about two passages of evidence, else
+        (the option choice, or an answer of MIN_ANSWER_TOKENS; with about two passages of evidence, else
         none) while it still fits. Once passages are found, the time to show them is kept: the loop ends
         rather than search on without time to read what it found. Once no LLM synthesis fits, the steps before
         the answer stop using the LLM (``run.llm_steps_off`` says why): an LLM sub-query or note would only
@@ -326,7 +328,7 @@ class ArgoPipeline:
             return keep
         if run.bare_synthesis_tokens is None:
             run.bare_synthesis_tokens = self.llm.prompt_tokens(self._synthesis_variants(run)[-1].messages)
-        out = 1 if run.question.options else RESERVE_ANSWER_TOKENS
+        out = self._synthesis_min_tokens(run)
         left = run.budget.remaining() - keep
         with_evidence = run.budget.llm_need(self.llm, run.bare_synthesis_tokens + RESERVE_EVIDENCE_TOKENS, out)
         if with_evidence <= left:
@@ -345,13 +347,16 @@ class ArgoPipeline:
 
     def _closed_book_now(self, run: _Run) -> str:
         """Why an option choice should be made now, closed-book, instead of after a first retrieval ("" when
-        not): the LLM could not read even the leanest evidence once a retrieval is done, behind the calls
-        already in the engine, but the choice without evidence still fits. The retrieval would only take the
+        not): behind the calls already in the engine, the LLM could not read even the leanest evidence once a
+        retrieval is done, but the choice without evidence still fits. The retrieval would only take the
         time (and, on a loaded CPU, the cores) the choice needs. Under load this keeps the LLM's choice, right
         far more often than the template's scoring (ORAN-Bench dev: 67 % closed-book, 27 % template)."""
         if not (run.use_llm and run.question.options and self.llm is not None and run.bare_synthesis_tokens):
             return ""
-        if any(s.action is Action.RETRIEVE for s in run.steps):
+        queued = len(self.llm.queued())
+        if not queued or any(s.action is Action.RETRIEVE for s in run.steps):
+            # With an idle engine the forecast alone decides nothing here: the planner is cautious (its safety
+            # factor), and after the retrieval the call may still fit with evidence, as it mostly does at 1 s.
             return ""
         left = run.budget.remaining() - LEXICAL_RESERVE_S
         retrieve = self.estimator.estimate("retrieve")
@@ -361,16 +366,14 @@ class ArgoPipeline:
         bare = run.budget.llm_need(self.llm, run.bare_synthesis_tokens, 1)
         if bare > left:
             return ""
-        queued = len(self.llm.queued())
         return (
             "retrieval skipped: the LLM's choice could not read its evidence in time (a retrieval "
             f"~{retrieve * 1000:.0f} ms and the choice with one passage ~{lean * 1000:.0f} ms, "
             f"{left * 1000:.0f} ms left, {queued} LLM call(s) in the engine); chose without evidence"
         )
 
-    @staticmethod
-    def _synthesis_min_tokens(run: _Run) -> int:
-        return 1 if run.question.options else MIN_ANSWER_TOKENS
+    def _synthesis_min_tokens(self, run: _Run) -> int:
+        return 1 if run.question.options else min(MIN_ANSWER_TOKENS, self.settings.max_tokens_synthesize)
 
     def _plan(
         self,
