@@ -74,6 +74,11 @@ def test_a_repeated_system_prefix_is_served_from_the_prefix_cache(llm_engine, ru
     assert cached % block == 0
     assert system_tokens - block <= cached <= system_tokens + block
 
+    # After a reset (benches, between strategies) the same prompt is prefilled again from nothing.
+    run(llm_engine.reset_prefix_cache())
+    again = run(llm_engine.generate(other_question, max_tokens=2, deadline=far()))
+    assert again.cached_tokens == 0
+
 
 def test_greedy_generation_is_deterministic(llm_engine, run) -> None:
     first = run(llm_engine.generate(MESSAGES, max_tokens=10, deadline=far()))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from xapp.config import Settings
-from xapp.domain import Action, Passage, PathKind, Question, Step
+from xapp.domain import Action, Cause, Component, Passage, PathKind, Question, Step
 from xapp.errors import StoreUnavailable
 from xapp.llm import prompts
 from xapp.llm.base import QueuedCall
@@ -80,6 +80,20 @@ def test_template_strategy_answers_multiple_choice_in_time(template_pipeline: Ar
     assert answer.steps[0].progress_before == 0.0 and answer.steps[0].progress_after > 0.0
     assert set(answer.timings_ms) >= {"policy", "decomposer", "retriever", "synthesizer", "overhead"}
     assert all(v >= 0 for v in answer.timings_ms.values())
+
+
+def test_while_requests_wait_for_a_slot_the_loop_answers_from_the_first_passages(
+    template_pipeline: ArgoPipeline,
+) -> None:
+    question = Question("Which component terminates the E2 interface, and what does the A1 mediator do?")
+    free = asyncio.run(template_pipeline.answer(question, strategy="template", deadline=time.monotonic() + 2))
+    busy = asyncio.run(
+        template_pipeline.answer(question, strategy="template", deadline=time.monotonic() + 2, busy=lambda: True)
+    )
+    assert len(free.steps) > 1  # the compound question is searched clause by clause when no one waits
+    assert len(busy.steps) == 1 and busy.steps[0].passages and busy.answer.strip() and busy.sources
+    (hurried,) = [f for f in busy.fallbacks if f.component is Component.RETRIEVER]
+    assert hurried.cause is Cause.NO_TIME and "wait for a slot" in hurried.detail
 
 
 def test_progress_follows_the_evidence_and_the_loop_stops_when_a_search_adds_nothing(

@@ -41,6 +41,7 @@ from xapp.bench.common import (
     prepare_out,
     request_deadline,
     run_summary,
+    same_start,
     timed_answer,
     warmup_questions,
     write_csv,
@@ -223,7 +224,9 @@ async def run_accuracy(
         for q in warmup_questions(warmup):  # excluded: first-call costs (embedder, engine, caches)
             deadline = request_deadline(pipeline.settings, deadline_ms, time.monotonic())
             await pipeline.answer(q.question(), strategy=strategies[0], deadline=deadline)
+        start_costs = pipeline.costs.state()
         for strategy in strategies:
+            await same_start(pipeline, start_costs)  # each strategy from where the first began
             started = time.monotonic()
             results += await _answer_all(pipeline, rows, strategy, deadline_ms, progress)
             run.setdefault("strategy_seconds", {})[strategy] = round(time.monotonic() - started, 1)

@@ -37,6 +37,7 @@ from xapp.bench.common import (
     prepare_out,
     request_deadline,
     run_summary,
+    same_start,
     timed_answer,
     warmup_questions,
     write_csv,
@@ -186,7 +187,9 @@ async def run_answers(
         for wq in warmup_questions(warmup):
             deadline = request_deadline(pipeline.settings, deadline_ms, time.monotonic())
             await pipeline.answer(Question(wq.text), strategy=strategies[0], deadline=deadline)
+        start_costs = pipeline.costs.state()
         for strategy in strategies:
+            await same_start(pipeline, start_costs)  # each strategy from where the first began
             started = time.monotonic()
             results += await _answer_all(pipeline, questions, strategy, deadline_ms, progress)
             run.setdefault("strategy_seconds", {})[strategy] = round(time.monotonic() - started, 1)

@@ -296,6 +296,17 @@ async def timed_answer(
     }
 
 
+async def same_start(pipeline: Any, costs: dict[str, float]) -> None:
+    """Put the pipeline back where the first strategy began: the LLM cost model as it was (``costs``, from
+    ``pipeline.costs.state()``) and no prompt prefix cached. Strategies run one after another on the same
+    questions; without this a later one found the earlier one's prompts in the prefix cache (a closed-book
+    choice in ~150 ms instead of ~600) and a cost model that had learned from them, and fitted more evidence."""
+    pipeline.costs.restore(costs)
+    reset = getattr(pipeline.engine, "reset_prefix_cache", None)
+    if reset is not None:
+        await reset()
+
+
 def run_summary(group: Sequence[Mapping[str, Any]], deadline_ms: float) -> dict[str, Any]:
     """RUN_SUMMARY_COLUMNS over rows that carry RUN_COLUMNS."""
     n = len(group)

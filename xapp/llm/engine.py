@@ -510,6 +510,11 @@ class VLLMEngine:
 
     # -- extras for readiness probes and benches ------------------------------------------------
 
+    async def reset_prefix_cache(self) -> None:
+        """Forget the cached prompt prefixes (benches: a strategy must not be served the prompts of the one
+        before it from the cache)."""
+        await self._llm.reset_prefix_cache()
+
     async def check_health(self) -> None:
         """Raises when the engine core is dead."""
         await self._llm.check_health()

@@ -340,6 +340,18 @@ class LLMCostModel:
                 per_token = (total_s - ttft_s) / (completion_tokens - 1)
                 self.decode_s = (1 - a) * self.decode_s + a * max(per_token, 1e-4)
 
+    def state(self) -> dict[str, float]:
+        """What the model has learned, to :meth:`restore` later (benches: each strategy from the same start)."""
+        with self._lock:
+            names = ("prefill_s", "decode_s", "overhead_s", "cached_tokens", "rel_error")
+            return {name: float(getattr(self, name)) for name in names}
+
+    def restore(self, state: dict[str, float]) -> None:
+        with self._lock:
+            for name, value in state.items():
+                setattr(self, name, value)
+            self._taught = time.monotonic()
+
     def snapshot(self) -> dict[str, float]:
         with self._lock:
             return {

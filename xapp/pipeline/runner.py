@@ -267,10 +267,13 @@ class ArgoPipeline:
         deadline: float,
         on_step: StepCallback | None = None,
         on_text: TextCallback | None = None,
+        busy: Callable[[], bool] | None = None,
     ) -> Answer:
         """``on_step`` gets each step as it completes, ``on_text`` the LLM's answer text as it is generated
         (the chosen option's line, then any justification; for open questions the draft, which the final answer
-        may end earlier, on its last full sentence)."""
+        may end earlier, on its last full sentence). ``busy``: True while other requests wait for a slot (the
+        server's admission); the loop then answers from the first passages it finds instead of searching on
+        with the time its slot could give a waiting request."""
         name = strategy or self.settings.strategy
         strat = make_strategy(name, self.settings)
         run = _Run(question, self.budget(deadline), use_llm=strat.uses_llm and self.llm_running(), on_text=on_text)
@@ -311,6 +314,10 @@ class ArgoPipeline:
             run.steps.append(step)
             if on_step is not None:
                 on_step(step)
+            if busy is not None and step.passages and busy():
+                detail = "no further retrieval: other requests wait for a slot; answered from the passages found"
+                run.fallback(Fallback(Component.RETRIEVER, Cause.NO_TIME, detail))
+                break
             stale = step.action is Action.RETRIEVE and step.progress_after <= step.progress_before
             if stale and strat.stops_when_stale:
                 break  # the search brought nothing new: more of the same would only spend the budget

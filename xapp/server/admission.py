@@ -27,6 +27,10 @@ class Admission:
         self.in_flight = 0
         self.waiting = 0
 
+    def busy(self) -> bool:
+        """Requests wait for a slot now: those holding one should finish soon rather than well."""
+        return self.waiting > 0
+
     @contextlib.asynccontextmanager
     async def slot(self, deadline: float) -> AsyncIterator[float]:
         """Hold one slot for the body; raise ``Overloaded`` when none frees up before deadline − reserve.

@@ -55,6 +55,7 @@ class Pipeline(Protocol):
         deadline: float,
         on_step: Callable[[Step], None] | None = None,
         on_text: Callable[[str], None] | None = None,
+        busy: Callable[[], bool] | None = None,
     ) -> Answer: ...
 
     async def decompose(self, question: Question, history: list[Step], *, deadline: float) -> Step: ...
@@ -262,7 +263,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             context,
             "Answer",
             deadline,
-            lambda: pipeline.answer(call.question, strategy=call.strategy, deadline=deadline),
+            lambda: pipeline.answer(call.question, strategy=call.strategy, deadline=deadline, busy=self.admission.busy),
         )
         annotate_answer(answer, include_text=self.settings.trace_text)
         self.metrics.record_answer(answer, "Answer")
@@ -297,6 +298,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
                             deadline=deadline,
                             on_step=events.put_nowait,
                             on_text=events.put_nowait,
+                            busy=self.admission.busy,
                         ),
                     ),
                     name="argo-answer-stream",
