@@ -77,3 +77,17 @@ def test_the_answer_says_no_sentence_twice_and_drops_an_announcement_with_nothin
     assert text.count("Subscription Manager is a basic platform service in RIC.") == 1, text
     assert "responsible for managing E2 subscriptions" in text and "snippet" not in text
     assert sources == ["a.rst"]
+
+
+def test_without_related_evidence_the_option_closest_to_the_question_is_picked() -> None:
+    from xapp.components.extractive import pick_option
+    from xapp.store.embedding import MiniLMEmbedder
+
+    question = "Which interface connects the near-RT RIC to the non-RT RIC for policies?"
+    options = ("A banana is a yellow fruit.", "The A1 interface carries policies from the non-RT RIC.")
+    # A passage far from the question (similarity 0.1) that happens to share the words of the wrong option.
+    unrelated = [passage("A banana is a yellow fruit, sold ripe at the market.", score=0.1)]
+    embedder = MiniLMEmbedder()
+    assert pick_option(question, options, unrelated, embedder) == 1  # scored against it: misled
+    assert pick_option(question, options, unrelated, embedder, min_score=0.5) == 2
+    assert pick_option(question, options, [], embedder, min_score=0.5) == 2

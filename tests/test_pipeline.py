@@ -15,7 +15,7 @@ from xapp.errors import StoreUnavailable
 from xapp.llm import prompts
 from xapp.llm.base import QueuedCall
 from xapp.pipeline.budget import Budget, LatencyEstimator, LLMCostModel, LLMPlan, NoPlan
-from xapp.pipeline.runner import NAMED_OPTION_MIN_SCORE, ArgoPipeline
+from xapp.pipeline.runner import RELATED_MIN_SCORE, ArgoPipeline
 from xapp.policy.progress import retrieval_gain
 from xapp.store.knowledge_base import KnowledgeBase
 
@@ -405,7 +405,7 @@ def test_multiple_choice_is_answered_in_one_prefill_with_option_probabilities(
     # With a minute to spend, the LLM saw all the evidence — or none, when no passage reached evidence_min_score
     # and the evidence does not single out one option.
     best = max((p.score for s in answer.steps for p in s.passages), default=0.0)
-    singles_out = best >= NAMED_OPTION_MIN_SCORE and prompts.options_named(OTIC, answer.steps) == 1
+    singles_out = best >= RELATED_MIN_SCORE and prompts.options_named(OTIC, answer.steps) == 1
     if best >= pipeline.settings.evidence_min_score or singles_out:
         assert answer.trimmed == ""
     else:

@@ -216,7 +216,17 @@ def score_options(
 
 
 def pick_option(
-    question: str, options: Sequence[str], passages: Sequence[Passage], embedder: MiniLMEmbedder | None = None
+    question: str,
+    options: Sequence[str],
+    passages: Sequence[Passage],
+    embedder: MiniLMEmbedder | None = None,
+    min_score: float | None = None,
 ) -> int:
+    """The option the evidence supports best. Evidence less similar to the question than ``min_score`` is not
+    about it: then (with an embedder) the option closest in meaning to the question wins instead (ORAN-Bench
+    dev, whose questions the documents rarely cover: 30.4 % against 27.8 % scored against unrelated evidence)."""
+    if embedder is not None and min_score is not None and not any(p.score >= min_score for p in passages):
+        vectors = embedder.embed([question, *(strip_option_number(o) for o in options)])
+        return int(np.argmax(vectors[1:] @ vectors[0])) + 1
     scores = score_options(question, options, passages, embedder)
     return int(np.argmax(scores)) + 1

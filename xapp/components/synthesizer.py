@@ -21,9 +21,12 @@ def _failed(cause: Cause, detail: str, usage: Usage | None = None) -> ComponentR
 
 
 class Synthesizer:
-    def __init__(self, llm: LLM | None, embedder: MiniLMEmbedder | None = None) -> None:
+    def __init__(
+        self, llm: LLM | None, embedder: MiniLMEmbedder | None = None, evidence_min_score: float | None = None
+    ) -> None:
         self.llm = llm
         self.embedder = embedder
+        self.evidence_min_score = evidence_min_score  # evidence less similar is not about the question
 
     def template(self, question: Question, history: Sequence[Step]) -> ComponentResult:
         """Extractive synthesis; with options, the option best supported by the evidence."""
@@ -31,7 +34,7 @@ class Synthesizer:
         text, _ = extractive_answer(question.text, passages)
         choice = None
         if question.options:
-            choice = pick_option(question.text, question.options, passages, self.embedder)
+            choice = pick_option(question.text, question.options, passages, self.embedder, self.evidence_min_score)
             text = f"{prompts.option_line(question, choice)} — evidence: {text}"
         return ComponentResult(text, PathKind.TEMPLATE, choice=choice)
 

@@ -63,11 +63,14 @@ MIN_ANSWER_PASSAGES = 4
 # question, an answer of MIN_ANSWER_TOKENS (the answer is what the caller reads: on a CPU, where one token
 # costs ~90 ms, LLM sub-queries run only when such an answer still fits after them).
 RESERVE_EVIDENCE_TOKENS = 160
-# Evidence less similar than evidence_min_score is still shown to an option choice when it names exactly one
-# option (prompts.options_named), down to this similarity. Of the questions the gate held back at 0.5-0.7,
-# the LLM chose right with such evidence for 4 of 9 (closed-book 3) on ORAN-Bench dev and 14 of 16 (closed-
-# book 7) on our set; for the rest evidence lowered it (dev 108 vs 118 of 167) (docs/performance.md).
-NAMED_OPTION_MIN_SCORE = 0.5
+# Evidence less similar than this is not about the question. Down to it, evidence below evidence_min_score is
+# still shown to an option choice when it names exactly one option (prompts.options_named): of the questions
+# the gate held back at 0.5-0.7, the LLM chose right with such evidence for 4 of 9 (closed-book 3) on
+# ORAN-Bench dev and 14 of 16 (closed-book 7) on our set; for the rest evidence lowered it (dev 108 vs 118 of
+# 167). Below it the template scorer picks the option closest in meaning to the question instead of scoring
+# the options against the evidence: ORAN-Bench dev 30.4 % vs 27.8 %, our set unchanged at 62.5 % (at 0.7 dev
+# rose to 31.8 % but ours fell to 53.1 %) (docs/performance.md).
+RELATED_MIN_SCORE = 0.5
 # The leanest evidence an option choice shows: one passage cut to 200 characters (prompts.EVIDENCE_LEVELS).
 LEAN_EVIDENCE_TOKENS = 60
 
@@ -169,7 +172,7 @@ class ArgoPipeline:
         self.decomposer = Decomposer(self.llm)
         self.retriever = Retriever(self.kb, settings.top_k) if self.kb is not None else None
         self.reasoner = Reasoner(self.llm)
-        self.synthesizer = Synthesizer(self.llm, embedder)
+        self.synthesizer = Synthesizer(self.llm, embedder, RELATED_MIN_SCORE)
         make_strategy(settings.strategy, settings)  # solve (and cache) the MDP now, not on a request
 
     def attach_store(self, kb: KnowledgeBase) -> None:
@@ -424,7 +427,7 @@ class ArgoPipeline:
     def _synthesis_variants(self, run: _Run) -> list[prompts.PromptVariant]:
         """The synthesis prompt at every evidence level, richest first; without evidence when no passage is
         close enough to the question to be about it (such evidence misleads the LLM more than it helps), unless
-        it names exactly one of the options (NAMED_OPTION_MIN_SCORE)."""
+        it names exactly one of the options (RELATED_MIN_SCORE)."""
         build = prompts.choose_variants if run.question.options else prompts.answer_variants
         best = _best_score(run)
         gate = self.settings.evidence_min_score
@@ -433,7 +436,7 @@ class ArgoPipeline:
         # Less similar evidence that singles out one option is about them: shown too (checked only here, as it
         # cuts the lead passage once more).
         question = run.question
-        if best >= NAMED_OPTION_MIN_SCORE and question.options and prompts.options_named(question, run.steps) == 1:
+        if best >= RELATED_MIN_SCORE and question.options and prompts.options_named(question, run.steps) == 1:
             return build(question, run.steps)
         note = f"evidence left out: best passage similarity {best:.2f} < evidence_min_score {gate:.2f}"
         return [prompts.PromptVariant(v.messages, note) for v in build(run.question, [])]
