@@ -176,7 +176,8 @@ def test_llm_path_with_real_engine(
     builtin_kb: KnowledgeBase, builtin_kb_settings: Settings, llm_engine: Any, run: Any
 ) -> None:
     settings = builtin_kb_settings.replace(
-        llm=True, max_tokens_decompose=16, max_tokens_reason=16, max_tokens_synthesize=16, fixed_k=1
+        llm=True, llm_subqueries=True, max_tokens_decompose=16, max_tokens_reason=16, max_tokens_synthesize=16,
+        fixed_k=1,
     )
     pipeline = ArgoPipeline(settings, builtin_kb, llm_engine)
     # One retrieval: a random-weight model repeats itself, and a repeated sub-query is (rightly) refused.

@@ -116,9 +116,11 @@ class Settings:
     # decode 1.6x faster with it (same text), but option choices got noisier, which costs LLM share at 1 s:
     # on for open answers with longer deadlines (docs/engine.md)
     ngram_speculation: int = 0
-    # Sub-queries written by the LLM when the time allows (after them the answer must still fit); off: the
-    # rule-based ones always, which leaves the LLM's time to the answer
-    llm_subqueries: bool = hot(True)
+    # Sub-queries written by the LLM when the time allows (after them the answer must still fit); off (the
+    # default): the rule-based ones, which leaves the LLM's time to the answer. On 2 CPU cores an LLM sub-query
+    # takes ~1.5 s and lowered our set's accuracy at 3 s from 83.3 % to 70.8 % (docs/performance.md); turn it
+    # on with a fast engine (llm_url)
+    llm_subqueries: bool = hot(False)
     max_tokens_decompose: int = hot(32)
     max_tokens_reason: int = hot(64)
     max_tokens_synthesize: int = hot(192)  # an upper bound: the planner derives each call's cap from the time left
