@@ -212,7 +212,9 @@ def test_llm_path_with_real_engine(
 def test_llm_work_aborted_at_a_short_deadline(
     builtin_kb: KnowledgeBase, builtin_kb_settings: Settings, llm_engine: Any, run: Any
 ) -> None:
-    settings = builtin_kb_settings.replace(llm=True, max_tokens_synthesize=2000, max_tokens_decompose=2000)
+    settings = builtin_kb_settings.replace(
+        llm=True, llm_subqueries=True, max_tokens_synthesize=2000, max_tokens_decompose=2000
+    )
     # An optimistic cost model makes the pipeline start LLM work that cannot finish: it must be aborted in time.
     costs = LLMCostModel(prefill_s=1e-6, decode_s=1e-5, overhead_s=0.0)
     pipeline = ArgoPipeline(settings, builtin_kb, llm_engine, costs=costs)
@@ -380,7 +382,8 @@ def test_no_llm_step_runs_when_the_llm_answer_itself_cannot_fit(
     # Cheap prefill, slow decode: a sub-query (≥ 4 tokens) would fit the 3 s, the shortest open answer would not.
     costs = LLMCostModel(prefill_s=1e-5, decode_s=0.2, overhead_s=0.0)
     costs.rel_error = 0.0
-    pipeline = ArgoPipeline(builtin_kb_settings.replace(llm=True), builtin_kb, llm_engine, costs=costs)
+    settings = builtin_kb_settings.replace(llm=True, llm_subqueries=True)
+    pipeline = ArgoPipeline(settings, builtin_kb, llm_engine, costs=costs)
     calls = llm_engine.stats.requests
     answer = run(
         pipeline.answer(Question("What does the E2 interface carry?"), strategy="mdp", deadline=time.monotonic() + 3)
