@@ -120,7 +120,8 @@ def builtin_kb_settings(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from xapp.config import Settings
     from xapp.store.knowledge_base import KnowledgeBase
 
-    settings = Settings(data_dir=tmp_path_factory.mktemp("argo-data"), llm=False)
+    # The LLM answers open questions too (llm_open_answers), as the tests of its answer path need.
+    settings = Settings(data_dir=tmp_path_factory.mktemp("argo-data"), llm=False, llm_open_answers=True)
     kb = KnowledgeBase.open(settings)
     kb.ensure_builtin()
     return settings

@@ -207,6 +207,18 @@ def test_llm_path_with_real_engine(
     assert not any(f.component.value == "decomposer" for f in answer.fallbacks), answer.fallback_reason
     assert answer.path is PathKind.LLM, answer.fallback_reason
 
+    # llm_open_answers off (the default): an open question is answered extractively, without any LLM call.
+    pipeline.update_settings(settings.replace(llm_open_answers=False))
+    calls = llm_engine.stats.requests
+    answer = run(
+        pipeline.answer(
+            Question("What is the role of the near-RT RIC?"), strategy="mdp", deadline=time.monotonic() + 120
+        )
+    )
+    assert answer.path is PathKind.TEMPLATE and answer.answer.strip() and answer.sources
+    assert llm_engine.stats.requests == calls and not answer.fallbacks, answer.fallback_reason
+    assert answer.model == ""
+
 
 @pytest.mark.slow
 def test_llm_work_aborted_at_a_short_deadline(

@@ -57,7 +57,10 @@ class Served:
 def server_settings(data_dir: Path, model_dir: Path, **changes: Any) -> Settings:
     # Short generations: on a shared 2-core CPU the tiny model's LLM steps must fit a 1 s budget to be tried.
     tokens = {"max_tokens_decompose": 8, "max_tokens_reason": 12, "max_tokens_synthesize": 16}
-    return Settings(data_dir=data_dir, model=str(model_dir), kv_cache_gib=0.25, **{**tokens, **changes}).validate()
+    llm = {"llm_open_answers": True}  # the answer streaming tests need the LLM's open answers
+    return Settings(
+        data_dir=data_dir, model=str(model_dir), kv_cache_gib=0.25, **{**tokens, **llm, **changes}
+    ).validate()
 
 
 @pytest.fixture(scope="module")

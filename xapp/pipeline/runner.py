@@ -279,8 +279,10 @@ class ArgoPipeline:
         with the time its slot could give a waiting request."""
         name = strategy or self.settings.strategy
         strat = make_strategy(name, self.settings)
-        run = _Run(question, self.budget(deadline), use_llm=strat.uses_llm and self.llm_running(), on_text=on_text)
-        if strat.uses_llm and not run.use_llm:
+        # An open question is answered extractively unless llm_open_answers: then no LLM step serves it.
+        llm_answers = strat.uses_llm and (bool(question.options) or self.settings.llm_open_answers)
+        run = _Run(question, self.budget(deadline), use_llm=llm_answers and self.llm_running(), on_text=on_text)
+        if llm_answers and not run.use_llm:
             detail = "LLM engine not loaded" if self.settings.llm else "LLM disabled by configuration"
             if self.llm is not None:
                 detail = "LLM engine not running (its server does not answer)"
@@ -778,7 +780,8 @@ class ArgoPipeline:
         return Step.search(query, (time.perf_counter() - t0) * 1000.0, passages, failed.text if failed else None)
 
     async def synthesize(self, question: Question, history: Sequence[Step], *, deadline: float) -> Answer:
-        run = _Run(question, self.budget(deadline), use_llm=self.llm_running(), steps=list(history))
+        llm_answers = bool(question.options) or self.settings.llm_open_answers
+        run = _Run(question, self.budget(deadline), use_llm=llm_answers and self.llm_running(), steps=list(history))
         run.progress = max((s.progress_after for s in history), default=0.0)
         return await self._finish(run, "synthesize")
 
