@@ -202,6 +202,7 @@ def test_answer_with_traceparent_yields_llm_generation_spans(
         max_tokens_synthesize=8,
         max_tokens_decompose=8,
         max_deadline_ms=10_000,
+        llm_open_answers=True,  # the question is open: the LLM must write the answer for its spans to show
     )
     handle = setup_tracing(settings.replace(otlp_endpoint=receiver.endpoint), environ={})
     try:
