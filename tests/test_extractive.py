@@ -91,3 +91,13 @@ def test_without_related_evidence_the_option_closest_to_the_question_is_picked()
     assert pick_option(question, options, unrelated, embedder) == 1  # scored against it: misled
     assert pick_option(question, options, unrelated, embedder, min_score=0.5) == 2
     assert pick_option(question, options, [], embedder, min_score=0.5) == 2
+
+
+def test_a_unit_without_a_full_stop_does_not_run_into_the_next() -> None:
+    p = passage(
+        "Use the following command to open the configmap in an editor.\n\n"
+        "Open in default editor:\n\nkubectl edit cm configmap-ricplt-submgr-submgrcfg -n ricplt\n\n"
+        "The configmap change is visible in the log after some 20 seconds."
+    )
+    text, _ = extractive_answer("Which command opens the configmap in an editor?", [p])
+    assert "kubectl edit cm configmap-ricplt-submgr-submgrcfg -n ricplt\n" in text, text

@@ -309,7 +309,8 @@ def _print_answer(answer: dict[str, Any]) -> None:
         f"strategy {answer['strategy']}):",
         file=out,
     )
-    print(f"  {answer['answer']}", file=out)
+    for line in answer["answer"].splitlines() or [""]:
+        print(f"  {line}", file=out)
     if answer.get("deadline_note"):
         print(f"Deadline: {answer['deadline_note']}", file=out)
     if answer.get("choice"):

@@ -188,7 +188,11 @@ def extractive_answer(question: str, passages: Sequence[Passage], max_sentences:
     if not picked:
         return "No relevant information was found in the knowledge base.", []
     sources = list(dict.fromkeys(ev.source for _, ev in picked))
-    return " ".join(text for text, _ in picked), sources
+    answer = picked[0][0]
+    for text, _ in picked[1:]:
+        # A unit that ends without a full stop (a command, a list) would run into the next: a new line.
+        answer += (" " if answer.endswith((".", "!", "?")) else "\n") + text
+    return answer, sources
 
 
 def score_options(
