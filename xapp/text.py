@@ -229,14 +229,26 @@ def acronyms(text: str) -> list[str]:
     return found
 
 
+_BLOCK_BREAK = re.compile(r"\n\s*\n|\n(?=\s*[-*+] |\s*\d+\. |\s*\|)")
+_LIST_MARK = re.compile(r"^\s*(?:[-*+]|\d+\.)\s+")
+
+
+def blocks(text: str) -> list[tuple[str, bool]]:
+    """The text's paragraphs, list items and table rows, each on one line, with whether it is a list item
+    (its marker dropped)."""
+    out: list[tuple[str, bool]] = []
+    for raw in _BLOCK_BREAK.split(text):
+        item = bool(_LIST_MARK.match(raw))
+        block = " ".join(_LIST_MARK.sub("", raw, count=1).split())
+        if block:
+            out.append((block, item))
+    return out
+
+
 def sentences(text: str) -> list[str]:
     """Split prose into sentences; list items and table rows count as sentences of their own."""
     out: list[str] = []
-    for block in re.split(r"\n\s*\n|\n(?=\s*[-*+] |\s*\d+\. |\s*\|)", text):
-        block = " ".join(block.split())
-        block = re.sub(r"^([-*+]|\d+\.)\s+", "", block)
-        if not block:
-            continue
+    for block, _ in blocks(text):
         out.extend(s.strip() for s in _SENTENCE_END.split(block) if s.strip())
     return out
 

@@ -19,7 +19,7 @@ import numpy as np
 from xapp.domain import Passage
 from xapp.llm.prompts import strip_option_number
 from xapp.store.embedding import MiniLMEmbedder
-from xapp.text import idf, overlap, plain, sentences, terms
+from xapp.text import blocks, idf, overlap, plain, sentences, terms
 
 MAX_SENTENCES = 200  # bounds the lexical work on long evidence: a few ms either way
 
@@ -50,8 +50,6 @@ class Evidence:
 
 # A sentence that opens with one of these refers back to the sentence before it.
 _BACK_REFERENCE = re.compile(r"^(?:It|Its|This|These|They|Their|Such|He|She)\b")
-_BLOCKS = re.compile(r"\n\s*\n|\n(?=\s*[-*+] |\s*\d+\. |\s*\|)")
-_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+\.)\s+")
 MAX_ITEM_CHARS = 300  # a list item up to this long is one unit: a definition with its default, say
 MAX_FOLLOW_CHARS = 240  # what an announcing sentence ("… as follows:") carries of the text it announces
 
@@ -61,32 +59,27 @@ def answer_units(text: str) -> list[Unit]:
     make sense of it. A short list item stays whole; a sentence that opens with "It", "This", … carries the
     sentence it refers back to; one that announces what follows (ends with a colon, or an RST "::" block
     follows) carries the start of that text (a list, a command)."""
-    blocks: list[tuple[str, bool]] = []  # (text, is a list item)
-    for raw in _BLOCKS.split(text):
-        item = bool(_LIST_ITEM.match(raw))
-        block = " ".join(_LIST_ITEM.sub("", raw, count=1).split())
-        if block:
-            blocks.append((block, item))
+    parsed = blocks(text)
     units: list[Unit] = []
-    for i, (block, item) in enumerate(blocks):
+    for i, (block, item) in enumerate(parsed):
         parts = [block] if item and len(block) <= MAX_ITEM_CHARS else sentences(block)
         parts = [p for p in parts if p != "::"]
-        announces = block.endswith(":") or (i + 1 < len(blocks) and blocks[i + 1][0].startswith("::"))
+        announces = block.endswith(":") or (i + 1 < len(parsed) and parsed[i + 1][0].startswith("::"))
         for j, part in enumerate(parts):
             before = (parts[j - 1],) if j > 0 and _BACK_REFERENCE.match(part) else ()
-            announced = _following(blocks, i + 1) if j == len(parts) - 1 and announces else ""
+            announced = _following(parsed, i + 1) if j == len(parts) - 1 and announces else ""
             if announced:
                 part = part.rstrip(":.") + ":"
             units.append(Unit((*before, part, *((announced,) if announced else ())), core=len(before)))
     return units
 
 
-def _following(blocks: Sequence[tuple[str, bool]], start: int) -> str:
+def _following(parsed: Sequence[tuple[str, bool]], start: int) -> str:
     """The text announced by the block before ``start``: that block, or a list's first whole items, up to
     MAX_FOLLOW_CHARS (only a first item longer than that is cut)."""
     out: list[str] = []
     size = 0
-    for block, item in blocks[start:]:
+    for block, item in parsed[start:]:
         block = block.removeprefix("::").strip()
         if not block:
             continue
