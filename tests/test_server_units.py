@@ -12,7 +12,7 @@ from xapp._proto.argo.v1 import argo_pb2 as pb
 from xapp.config import STRATEGIES, Settings
 from xapp.domain import Action, PathKind
 from xapp.errors import InvalidRequest
-from xapp.pipeline.budget import request_deadline
+from xapp.pipeline.budget import caller_deadline, request_deadline
 from xapp.server import validation
 from xapp.server.admission import Admission, Overloaded
 from xapp.server.loop_lag import LoopLag
@@ -111,6 +111,10 @@ def test_request_deadline_is_the_earliest_less_the_margin(
     settings = Settings(deadline_ms=1000, max_deadline_ms=1000, safety_margin_ms=20)
     got = request_deadline(settings, deadline_ms, FakeContext(grpc_remaining).time_remaining(), now=100.0)
     assert got == pytest.approx(100.0 + expected_ms / 1000.0)
+    # The caller's own deadline, which the overrun guard waits for: the same earliest, with no margin.
+    caller = caller_deadline(settings, deadline_ms, grpc_remaining, now=100.0)
+    budget_ms = min(deadline_ms or 1000, 1000, math.inf if grpc_remaining is None else grpc_remaining * 1000)
+    assert caller == pytest.approx(100.0 + budget_ms / 1000.0)
 
 
 def test_a_lagging_event_loop_is_kept_back_from_the_deadline_up_to_a_cap() -> None:
@@ -172,3 +176,25 @@ def test_admission_waits_only_as_long_as_the_deadline_allows() -> None:
 async def _enter(admission: Admission, deadline: float) -> bool:
     async with admission.slot(deadline):
         return True
+
+
+def test_the_overrun_guard_waits_for_the_callers_deadline_not_the_pipelines() -> None:
+    from xapp.server.service import ArgoServicer, PipelineOverran
+
+    servicer = ArgoServicer(Settings(deadline_ms=1000, max_deadline_ms=1000, safety_margin_ms=20))
+
+    async def scenario() -> None:
+        start = time.monotonic()
+        deadline, reply_by = servicer._deadlines(FakeContext(None), 200, start)
+        assert reply_by == pytest.approx(start + 0.2) and deadline < reply_by
+        # Late by the pipeline's own deadline but inside the caller's: the answer goes out.
+        late = max(deadline - time.monotonic(), 0.0) + (reply_by - deadline) / 2
+        assert await servicer._guarded(reply_by, asyncio.sleep(late, result="answer")) == "answer"
+        # Past the caller's deadline: the guard cancels the work and says so.
+        start = time.monotonic()
+        _, reply_by = servicer._deadlines(FakeContext(None), 100, start)
+        with pytest.raises(PipelineOverran):
+            await servicer._guarded(reply_by, asyncio.sleep(1.0))
+        assert time.monotonic() - start == pytest.approx(0.1, abs=0.08)
+
+    asyncio.run(scenario())

@@ -78,12 +78,23 @@ def request_deadline(
     result may lie in the past; the pipeline then answers on the template path at once.
     """
     start = time.monotonic() if now is None else now
-    budget_s = min(deadline_ms or settings.deadline_ms, settings.max_deadline_ms) / 1000.0
-    if time_remaining is not None:
-        budget_s = min(budget_s, max(time_remaining, 0.0))
+    budget_s = caller_deadline(settings, deadline_ms, time_remaining, now=start) - start
     margin_s = min(settings.safety_margin_ms / 1000.0, MAX_MARGIN_FRACTION * budget_s)
     margin_s = min(margin_s + max(loop_lag_s, 0.0), max(margin_s, MAX_LOADED_MARGIN_FRACTION * budget_s))
     return start + budget_s - margin_s
+
+
+def caller_deadline(
+    settings: Settings, deadline_ms: float = 0, time_remaining: float | None = None, *, now: float | None = None
+) -> float:
+    """When the caller's deadline falls (absolute ``time.monotonic()``): the earliest of the request's
+    ``deadline_ms`` (0: the configured default), the configured maximum and the caller's gRPC deadline, with
+    no margin kept back. :func:`request_deadline` plans inside it; the server's overrun guard waits for it."""
+    start = time.monotonic() if now is None else now
+    budget_s = min(deadline_ms or settings.deadline_ms, settings.max_deadline_ms) / 1000.0
+    if time_remaining is not None:
+        budget_s = min(budget_s, max(time_remaining, 0.0))
+    return start + budget_s
 
 
 class LatencyEstimator:

@@ -31,7 +31,7 @@ from xapp._proto.argo.v1 import argo_pb2_grpc as pb_grpc
 from xapp.config import Settings
 from xapp.domain import Answer, Cause, Component, Fallback, Question, Step
 from xapp.errors import EngineUnavailable, InvalidRequest, StoreUnavailable
-from xapp.pipeline.budget import request_deadline
+from xapp.pipeline.budget import caller_deadline, request_deadline
 from xapp.server import convert, validation
 from xapp.server.admission import Admission, Overloaded
 from xapp.server.health import HealthMonitor
@@ -169,14 +169,13 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             )
         return self.pipeline, call
 
-    async def _guarded(self, deadline: float, work: Awaitable[T]) -> T:
-        """Await ``work`` but never past the caller's budget: the pipeline answers in time by design, this
-        catches it if it does not (and cancels the work, so the engine aborts)."""
-        # Up to the margins kept back from the pipeline's deadline, the loop-lag share included: a pipeline a
-        # little late on a loaded CPU still answers before the caller's deadline, and an answer beats an error.
-        limit = deadline + self.settings.safety_margin_ms / 1000.0 + self.loop_lag.reserve_s() - time.monotonic()
+    async def _guarded(self, reply_by: float, work: Awaitable[T]) -> T:
+        """Await ``work`` but never past the caller's deadline ``reply_by``: the pipeline answers in time by
+        design, this catches it if it does not (and cancels the work, so the engine aborts)."""
+        # Not at the pipeline's own deadline: one a little late on a loaded CPU, inside the margins kept back
+        # from it, still answers before the caller's deadline, and an answer beats an error.
         try:
-            return await asyncio.wait_for(work, timeout=max(limit, 0.001))
+            return await asyncio.wait_for(work, timeout=max(reply_by - time.monotonic(), 0.001))
         except asyncio.TimeoutError:
             raise PipelineOverran("the pipeline did not answer within the deadline") from None
 
@@ -220,15 +219,17 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         context: grpc.aio.ServicerContext,
         rpc: str,
         deadline: float,
+        reply_by: float,
         work: Callable[[], Awaitable[T]],
         on_overrun: Callable[[], T] | None = None,
     ) -> tuple[T, float]:
         """Admit, run ``work`` within the deadline, map failures; returns the result and the ms spent queued.
-        ``on_overrun``: the reply when ``work`` did not finish in time (else DEADLINE_EXCEEDED)."""
+        ``deadline``, ``reply_by``: the pipeline's and the caller's (:meth:`_deadlines`). ``on_overrun``: the
+        reply when ``work`` did not finish in time (else DEADLINE_EXCEEDED)."""
         try:
             async with self.admission.slot(deadline) as waited_s:
                 try:
-                    return await self._guarded(deadline, work()), waited_s * 1000.0
+                    return await self._guarded(reply_by, work()), waited_s * 1000.0
                 except PipelineOverran:
                     if on_overrun is None:
                         raise
@@ -243,11 +244,15 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
         finally:
             self._refresh_health()
 
-    def _deadline(self, context: grpc.aio.ServicerContext, deadline_ms: int, start: float) -> float:
-        """The pipeline's deadline for a call whose handler started at ``start`` (the one rule:
-        :func:`request_deadline`), less what the event loop's lag will add to the caller's wait."""
-        return request_deadline(
-            self.settings, deadline_ms, context.time_remaining(), now=start, loop_lag_s=self.loop_lag.reserve_s(start)
+    def _deadlines(self, context: grpc.aio.ServicerContext, deadline_ms: int, start: float) -> tuple[float, float]:
+        """For a call whose handler started at ``start``: the pipeline's deadline (the one rule,
+        :func:`request_deadline`, less what the event loop's lag will add to the caller's wait) and the
+        caller's own (:func:`caller_deadline`), up to which the overrun guard waits."""
+        remaining = context.time_remaining()
+        lag_s = self.loop_lag.reserve_s(start)
+        return (
+            request_deadline(self.settings, deadline_ms, remaining, now=start, loop_lag_s=lag_s),
+            caller_deadline(self.settings, deadline_ms, remaining, now=start),
         )
 
     # ---------------------------------------------------------------------------------------- RPCs
@@ -258,11 +263,12 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             context, request, lambda: validation.answer_request(request, self.settings)
         )
         self._annotate(call.question)
-        deadline = self._deadline(context, call.deadline_ms, start)
+        deadline, reply_by = self._deadlines(context, call.deadline_ms, start)
         answer, queued_ms = await self._unary(
             context,
             "Answer",
             deadline,
+            reply_by,
             lambda: pipeline.answer(call.question, strategy=call.strategy, deadline=deadline, busy=self.admission.busy),
         )
         annotate_answer(answer, include_text=self.settings.trace_text)
@@ -283,7 +289,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             context, request, lambda: validation.answer_request(request, self.settings)
         )
         self._annotate(call.question)
-        deadline = self._deadline(context, call.deadline_ms, start)
+        deadline, reply_by = self._deadlines(context, call.deadline_ms, start)
         # Steps as they complete, then the LLM's answer text as it is generated; None once the answer is ready.
         events: asyncio.Queue[Step | str | None] = asyncio.Queue()
         task: asyncio.Task[Answer] | None = None
@@ -291,7 +297,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             async with self.admission.slot(deadline) as waited_s:
                 task = asyncio.create_task(
                     self._guarded(
-                        deadline,
+                        reply_by,
                         pipeline.answer(
                             call.question,
                             strategy=call.strategy,
@@ -349,9 +355,9 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             context, request, lambda: self._question_history_deadline(request)
         )
         self._annotate(question)
-        deadline = self._deadline(context, deadline_ms, start)
+        deadline, reply_by = self._deadlines(context, deadline_ms, start)
         step, _ = await self._unary(
-            context, "Decompose", deadline, lambda: pipeline.decompose(question, history, deadline=deadline)
+            context, "Decompose", deadline, reply_by, lambda: pipeline.decompose(question, history, deadline=deadline)
         )
         self.metrics.record_step(step)
         return pb.DecomposeReply(query=step.query, step=convert.step(step), elapsed_ms=convert.ms(_ms_since(start)))
@@ -367,7 +373,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             )
 
         pipeline, (query, top_k, deadline_ms) = await self._prepare(context, request, validate)
-        deadline = self._deadline(context, deadline_ms, start)
+        deadline, reply_by = self._deadlines(context, deadline_ms, start)
 
         def too_late() -> Step:
             # A deadline of a few ms: the search (in a thread, competing with the event loop for the CPU) came
@@ -381,6 +387,7 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             context,
             "Retrieve",
             deadline,
+            reply_by,
             lambda: pipeline.retrieve(query, top_k=top_k, deadline=deadline),
             on_overrun=too_late,
         )
@@ -398,9 +405,9 @@ class ArgoServicer(pb_grpc.ArgoServiceServicer):
             context, request, lambda: self._question_history_deadline(request)
         )
         self._annotate(question)
-        deadline = self._deadline(context, deadline_ms, start)
+        deadline, reply_by = self._deadlines(context, deadline_ms, start)
         answer, queued_ms = await self._unary(
-            context, "Synthesize", deadline, lambda: pipeline.synthesize(question, history, deadline=deadline)
+            context, "Synthesize", deadline, reply_by, lambda: pipeline.synthesize(question, history, deadline=deadline)
         )
         annotate_answer(answer, include_text=self.settings.trace_text)
         self.metrics.record_answer(answer, "Synthesize")
