@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+from xapp.background import stop_task
 from xapp.config import HOT_SETTINGS, RESTART_SETTINGS, MDPParams, Settings, descriptor_path, load_settings
 from xapp.errors import ConfigError
 
@@ -224,11 +225,7 @@ class DescriptorWatcher:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
 
     async def __aenter__(self) -> DescriptorWatcher:
         await self.start()

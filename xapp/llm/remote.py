@@ -42,6 +42,7 @@ from typing import Any
 
 import httpx
 
+from xapp.background import stop_task
 from xapp.config import Settings
 from xapp.errors import EngineUnavailable
 from xapp.llm.base import LLM, Choice, Generation, Message, TextCallback, label_probabilities
@@ -152,9 +153,7 @@ class RemoteLLM:
                 yield llm
             finally:
                 for task in (monitor, *llm._tasks):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                    await stop_task(task)
 
     async def probe(self) -> bool:
         """Ask ``/health`` (and, when the model is not known yet or after an outage, ``/v1/models``)."""

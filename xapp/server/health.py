@@ -20,12 +20,12 @@ not take traffic from replicas whose store works. Replicas that share one Chroma
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
+from xapp.background import stop_task
 from xapp.telemetry.logging import get_logger
 from xapp.telemetry.metrics import Metrics, default_metrics
 
@@ -117,10 +117,7 @@ class HealthMonitor:
 
     async def shutting_down(self) -> None:
         for task in (self._task, self._kick):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_task(task)
         self._task = self._kick = None
         self._serving = False
         self.metrics.ready.set(0)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
+
+from xapp.background import stop_task
 
 INTERVAL_S = 0.02
 WINDOW_S = 2.0
@@ -31,11 +32,8 @@ class LoopLag:
             self._task = asyncio.get_running_loop().create_task(self._measure(), name="argo-loop-lag")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
 
     def observe(self, lag_s: float, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now

@@ -14,10 +14,10 @@ loop. A call that is still hung is not started again (one thread per hang, not o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from xapp.background import stop_task
 from xapp.config import Settings
 from xapp.errors import StoreUnavailable
 from xapp.store.health import StoreHealth
@@ -149,8 +149,5 @@ class StoreSupervisor:
         self._task = asyncio.get_running_loop().create_task(self.run(), name="argo-store-supervisor")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await stop_task(task)
