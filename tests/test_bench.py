@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from xapp.bench import accuracy, answers, latency
+from xapp.bench import accuracy, answers, capacity, latency
 from xapp.bench.common import (
     BenchQuestion,
     describe,
@@ -387,3 +387,22 @@ def test_latency_and_accuracy_with_vllm(
     _, summary = _csv(tmp_path / "acc" / "accuracy_summary.csv")
     assert {s["strategy"] for s in summary} == {"fixed-k", "template"}
     assert llm_engine.num_unfinished_requests() == 0
+
+
+@pytest.mark.slow
+def test_capacity_measures_choices_per_second_alone_and_batched(
+    llm_engine: Any, run: Any, builtin_kb_settings: Any, questions_dir: Path, tmp_path: Path
+) -> None:
+    rows = [r for r in load_questions(questions_dir).rows if r.options][:4]
+    results = run(capacity.run_capacity(builtin_kb_settings, rows, tmp_path / "cap", batches=[1, 2], llm=llm_engine))
+    assert [r["batch"] for r in results] == [1, 2]
+    for r in results:
+        assert r["choices"] == len(rows) >= 2 and r["choices_per_s"] > 0 and r["uncached_tokens_mean"] > 0
+        assert 0 < r["group_ms_mean"] <= r["group_ms_max"]
+        assert r["seconds"] >= r["group_ms_max"] / 1000.0  # the groups make up the run
+    header, rows_out = _csv(tmp_path / "cap" / "capacity.csv")
+    assert header == list(capacity.COLUMNS) and len(rows_out) == 2
+    assert json.loads((tmp_path / "cap" / "capacity_run.json").read_text())["model"] == llm_engine.model_name
+    assert llm_engine.num_unfinished_requests() == 0
+    with pytest.raises(ArgoError, match="no multiple-choice"):
+        run(capacity.run_capacity(builtin_kb_settings, [], tmp_path / "cap", batches=[1], llm=llm_engine))

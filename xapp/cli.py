@@ -46,6 +46,7 @@ BENCHES = {
     "remote": "xapp.bench.remote",
     "tracing-overhead": "xapp.bench.tracing_overhead",
     "speculation": "xapp.bench.speculation",
+    "capacity": "xapp.bench.capacity",
 }
 
 MODEL_HELP = (
@@ -282,6 +283,7 @@ def _parser() -> argparse.ArgumentParser:
         ("remote", "the LLM over HTTP (a vLLM server, llm_url) and an engine-less replica's cost (CSV, JSON)"),
         ("tracing-overhead", "Answer latency with tracing off, recording, exporting over OTLP (CSV)"),
         ("speculation", "n-gram speculative decoding vs none, side by side: decode speed, choice latency (CSV)"),
+        ("capacity", "closed-book option choices per second, one at a time and k together (CSV)"),
     ):
         # Every option, -h included, belongs to the bench's own parser.
         b = bench_sub.add_parser(name, prefix_chars="+", add_help=False, help=what + "; its options: BENCH -h")
