@@ -198,3 +198,24 @@ def test_the_overrun_guard_waits_for_the_callers_deadline_not_the_pipelines() ->
         assert time.monotonic() - start == pytest.approx(0.1, abs=0.08)
 
     asyncio.run(scenario())
+
+
+def test_stopping_a_background_task_cancels_it_and_never_raises_its_failure() -> None:
+    from xapp.background import stop_task
+
+    async def scenario() -> None:
+        async def forever() -> None:
+            await asyncio.sleep(100)
+
+        async def fails() -> None:
+            raise RuntimeError("the store supervisor broke")
+
+        running, failed = asyncio.create_task(forever()), asyncio.create_task(fails())
+        await asyncio.sleep(0)
+        await stop_task(running)
+        assert running.cancelled()
+        await stop_task(failed)  # logged, not raised: the rest of the shutdown goes on
+        assert isinstance(failed.exception(), RuntimeError)
+        await stop_task(None)
+
+    asyncio.run(scenario())
