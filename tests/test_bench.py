@@ -383,6 +383,10 @@ def test_latency_and_accuracy_with_vllm(
         if r["strategy"] == "fixed-k":
             # One prefill chooses the option: an LLM answer, with the chosen option's probability.
             assert r["llm_answer"] and 0.0 < r["llm_probability"] <= 1.0
+            probabilities = [float(x) for x in r["option_probabilities"].split()]
+            assert len(probabilities) >= 2 and max(probabilities) == pytest.approx(r["llm_probability"], abs=1e-4)
+        else:
+            assert r["option_probabilities"] == ""  # the template chose: no probabilities
     assert template["llm_answer_share"] == 0.0 and template["template_path_share"] == 1.0
     _, summary = _csv(tmp_path / "acc" / "accuracy_summary.csv")
     assert {s["strategy"] for s in summary} == {"fixed-k", "template"}

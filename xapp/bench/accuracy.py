@@ -66,6 +66,7 @@ RESULT_COLUMNS = (
     "path",
     "llm_answer",
     "llm_probability",
+    "option_probabilities",
     "trimmed",
     "fallback_reason",
 )
@@ -132,6 +133,8 @@ async def _answer_all(
                 "path": answer.path.value,
                 "llm_answer": bool(answer.option_probabilities),
                 "llm_probability": max(answer.option_probabilities, default=0.0),
+                # Every option's, space-separated (the LLM's only): for analyses such as its bias by position.
+                "option_probabilities": " ".join(f"{p:.4f}" for p in answer.option_probabilities),
                 "trimmed": answer.trimmed,
                 "fallback_reason": answer.fallback_reason or "",
             }
