@@ -33,6 +33,7 @@ from xapp.bench.common import (
     BenchQuestion,
     add_run_options,
     bench_settings,
+    counts,
     load_questions,
     machine_info,
     prepare_out,
@@ -97,16 +98,6 @@ async def run_capacity(
     return results
 
 
-def _batches(value: str) -> list[int]:
-    try:
-        batches = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--batch takes sizes like 1,2,4,8, got {value!r}") from None
-    if not batches or any(not 1 <= k <= 64 for k in batches):
-        raise argparse.ArgumentTypeError(f"--batch sizes must be in 1..64, got {value!r}")
-    return batches
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="argo-xapp bench capacity",
@@ -114,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--questions", type=Path, required=True, help="ORAN-Bench file or folder (multiple choice)")
     p.add_argument("--choices", type=int, default=32, help="questions to measure with (default 32)")
-    p.add_argument("--batch", type=_batches, default=[1, 2, 4, 8], help="batch sizes (default 1,2,4,8)")
+    p.add_argument("--batch", type=counts, default=[1, 2, 4, 8], help="batch sizes (default 1,2,4,8)")
     add_run_options(p)
     return p
 

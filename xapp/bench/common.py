@@ -455,6 +455,17 @@ def prepare_out(out: Path) -> Path:
     return out
 
 
+def counts(value: str) -> list[int]:
+    """An argparse type: comma-separated whole numbers >= 1 (concurrency levels, batch sizes), e.g. ``8,32``."""
+    try:
+        numbers = [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise argparse.ArgumentTypeError(f"needs one or more whole numbers >= 1, e.g. 8,32; got {value!r}")
+    return numbers
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """--data-dir, --model and --out: the same for every bench command."""
     p.add_argument("--data-dir", type=Path, help="all state lives here (default: $ARGO_DATA_DIR or per-user dir)")

@@ -32,7 +32,15 @@ from pathlib import Path
 import grpc
 
 from xapp._proto.argo.v1 import argo_pb2 as pb
-from xapp.bench.common import EVAL_QUESTIONS, SERVICE_QUESTIONS, BenchQuestion, load_eval, load_questions, percentile
+from xapp.bench.common import (
+    EVAL_QUESTIONS,
+    SERVICE_QUESTIONS,
+    BenchQuestion,
+    counts,
+    load_eval,
+    load_questions,
+    percentile,
+)
 from xapp.client import ArgoClient
 from xapp.errors import ArgoError
 
@@ -290,7 +298,7 @@ def _format(row: dict[str, object]) -> str:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="argo-xapp bench load", description=__doc__.splitlines()[0])
     p.add_argument("--target", default="localhost:50051", help="HOST:PORT of the argo-xapp gRPC server")
-    p.add_argument("--concurrency", default="1,4,8,16", help="comma-separated numbers of concurrent callers")
+    p.add_argument("--concurrency", type=counts, default=[1, 4, 8, 16], help="numbers of concurrent callers, e.g. 8,32")
     p.add_argument("--calls", type=int, default=None, help="calls per level (then --duration only caps the time)")
     p.add_argument("--duration", type=float, default=None, help="seconds per level (default 30 without --calls)")
     p.add_argument("--deadline-ms", type=int, default=1000, help="deadline_ms of each request")
@@ -306,9 +314,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wait-s", type=float, default=300.0, help="how long to wait for the server to be SERVING")
     p.add_argument("--csv", type=Path, default=None, help="write one row per concurrency level here")
     args = p.parse_args(argv)
-    args.concurrency = [int(x) for x in str(args.concurrency).split(",") if x.strip()]
-    if not args.concurrency or min(args.concurrency) < 1:
-        p.error("--concurrency needs one or more numbers >= 1, e.g. 8,32")
     if args.calls is not None and args.calls < 1:
         p.error(f"--calls must be >= 1, got {args.calls}")
     if args.duration is None and args.calls is None:

@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from xapp.bench.common import interleave_by_difficulty, load_questions, percentile, write_csv, write_json
+from xapp.bench.common import counts, interleave_by_difficulty, load_questions, percentile, write_csv, write_json
 from xapp.config import Settings
 from xapp.domain import Question
 from xapp.errors import ArgoError
@@ -61,7 +61,7 @@ def server_e2e(url: str) -> tuple[float, float]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from xapp.pipeline.runner import build_pipeline
 
-    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    levels = args.concurrency
     burst = sum(levels) * args.rounds
     rows = interleave_by_difficulty(load_questions(args.questions).rows, 2 * args.n + burst)
     asked = [Question(r.text, tuple(prompts.strip_option_number(o) for o in r.options)) for r in rows]
@@ -174,7 +174,7 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("--questions", type=Path, required=True)
     p.add_argument("--n", type=int, default=20)
     p.add_argument("--deadline-ms", type=int, default=1000)
-    p.add_argument("--concurrency", default="1,2,4", help="concurrent option choices, per level")
+    p.add_argument("--concurrency", type=counts, default=[1, 2, 4], help="concurrent option choices, per level")
     p.add_argument("--rounds", type=int, default=3, help="bursts per concurrency level")
     p.add_argument("--data-dir", type=Path, default=Path("/tmp/argo-remote-bench"))
     p.add_argument("--out", type=Path, default=Path("results/remote"))

@@ -22,11 +22,11 @@ def _failed(cause: Cause, detail: str, usage: Usage | None = None) -> ComponentR
 
 class Synthesizer:
     def __init__(
-        self, llm: LLM | None, embedder: MiniLMEmbedder | None = None, evidence_min_score: float | None = None
+        self, llm: LLM | None, embedder: MiniLMEmbedder | None = None, related_min_score: float | None = None
     ) -> None:
         self.llm = llm
         self.embedder = embedder
-        self.evidence_min_score = evidence_min_score  # evidence less similar is not about the question
+        self.related_min_score = related_min_score  # evidence less similar is not about the question
 
     def template(self, question: Question, history: Sequence[Step]) -> ComponentResult:
         """Extractive synthesis; with options, the option best supported by the evidence."""
@@ -34,7 +34,7 @@ class Synthesizer:
         text, _ = extractive_answer(question.text, passages)
         choice = None
         if question.options:
-            choice = pick_option(question.text, question.options, passages, self.embedder, self.evidence_min_score)
+            choice = pick_option(question.text, question.options, passages, self.embedder, self.related_min_score)
             text = f"{prompts.option_line(question, choice)} — evidence: {text}"
         return ComponentResult(text, PathKind.TEMPLATE, choice=choice)
 

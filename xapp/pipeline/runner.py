@@ -247,6 +247,11 @@ class ArgoPipeline:
     def model_name(self) -> str:
         return getattr(self.engine, "model_name", "") if self.engine is not None else ""
 
+    def _llm_answers(self, question: Question) -> bool:
+        """Whether the LLM may answer ``question``: it chooses options; an open question is answered
+        extractively unless ``llm_open_answers`` (then no LLM step serves it either)."""
+        return bool(question.options) or self.settings.llm_open_answers
+
     def llm_running(self) -> bool:
         """The engine is up: always for one in this process; a remote server's last health probe answered."""
         return self.engine is not None and bool(getattr(self.engine, "is_running", True))
@@ -279,8 +284,7 @@ class ArgoPipeline:
         with the time its slot could give a waiting request."""
         name = strategy or self.settings.strategy
         strat = make_strategy(name, self.settings)
-        # An open question is answered extractively unless llm_open_answers: then no LLM step serves it.
-        llm_answers = strat.uses_llm and (bool(question.options) or self.settings.llm_open_answers)
+        llm_answers = strat.uses_llm and self._llm_answers(question)
         run = _Run(question, self.budget(deadline), use_llm=llm_answers and self.llm_running(), on_text=on_text)
         if llm_answers and not run.use_llm:
             detail = "LLM engine not loaded" if self.settings.llm else "LLM disabled by configuration"
@@ -780,8 +784,8 @@ class ArgoPipeline:
         return Step.search(query, (time.perf_counter() - t0) * 1000.0, passages, failed.text if failed else None)
 
     async def synthesize(self, question: Question, history: Sequence[Step], *, deadline: float) -> Answer:
-        llm_answers = bool(question.options) or self.settings.llm_open_answers
-        run = _Run(question, self.budget(deadline), use_llm=llm_answers and self.llm_running(), steps=list(history))
+        use_llm = self._llm_answers(question) and self.llm_running()
+        run = _Run(question, self.budget(deadline), use_llm=use_llm, steps=list(history))
         run.progress = max((s.progress_after for s in history), default=0.0)
         return await self._finish(run, "synthesize")
 
