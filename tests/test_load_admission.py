@@ -319,3 +319,35 @@ def test_a_choice_that_could_not_read_evidence_in_time_is_made_closed_book_befor
     assert [s for s in idle.steps if s.action is Action.RETRIEVE], idle.fallback_reason
     assert "retrieval skipped" not in (idle.fallback_reason or "")
     assert llm_engine.num_unfinished_requests() == 0
+
+
+class _ScriptedEngine:
+    """Answers calibration calls at scripted costs: 4 ms per uncached prompt token plus 130 ms a call, except
+    the first short choice, slowed by a moment's contention."""
+
+    model_name = "scripted"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def choose(self, messages: Any, labels: Any, *, deadline: float) -> Any:
+        from xapp.llm.base import Choice
+
+        self.calls += 1
+        uncached = 248 if "Evidence" in str(messages) else 8
+        slow = 0.2 if self.calls == 2 else 0.0  # the first measured round, after the warm-up
+        return Choice((1.0, 0.0, 0.0, 0.0), uncached + 100, 0.13 + 0.004 * uncached + slow, False, cached_tokens=100)
+
+    async def generate(self, messages: Any, *, max_tokens: int, deadline: float) -> Any:
+        from xapp.llm.base import Generation
+
+        return Generation("a b c d", 108, 4, 0.16, 0.16 + 3 * 0.1, False, "length", cached_tokens=100)
+
+
+def test_a_calibration_call_slowed_by_contention_does_not_set_the_cost_model() -> None:
+    pipeline = ArgoPipeline(Settings(), None, _ScriptedEngine())  # type: ignore[arg-type]
+    asyncio.run(pipeline.calibrate_llm())
+    # The fastest of the rounds: 130 ms a call and 4 ms a token, not 330 ms from the slowed one.
+    assert pipeline.costs.overhead_s == pytest.approx(0.13, abs=0.005)
+    assert pipeline.costs.prefill_s == pytest.approx(0.004, rel=0.05)
+    assert pipeline.costs.decode_s == pytest.approx(0.1, rel=0.05)
