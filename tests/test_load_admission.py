@@ -351,22 +351,3 @@ def test_a_calibration_call_slowed_by_contention_does_not_set_the_cost_model() -
     assert pipeline.costs.overhead_s == pytest.approx(0.13, abs=0.005)
     assert pipeline.costs.prefill_s == pytest.approx(0.004, rel=0.05)
     assert pipeline.costs.decode_s == pytest.approx(0.1, rel=0.05)
-
-
-def test_calls_of_several_lengths_correct_both_the_overhead_and_the_prefill_cost() -> None:
-    # Calibrated with an overhead 35 ms low; the engine really takes 135 ms a call and 4 ms a token.
-    costs = LLMCostModel()
-    costs.calibrate(overhead_s=0.100, prefill_s=0.004, decode_s=0.1, cached_tokens=0)
-    for i in range(30):
-        n = (65, 125, 185)[i % 3]  # closed-book, one passage, two passages
-        ttft = 0.135 + 0.004 * n
-        costs.observe(prompt_tokens=n, cached_tokens=0, ttft_s=ttft, completion_tokens=1, total_s=ttft, aborted=False)
-    assert costs.overhead_s == pytest.approx(0.135, abs=0.005) and costs.prefill_s == pytest.approx(0.004, rel=0.03)
-    # Fitting the slope alone had put the missing overhead into every token: a 185-token prompt planned long.
-    assert costs.forecast(185).first_s / costs.safety() == pytest.approx(0.135 + 0.004 * 185, rel=0.02)
-    # Calls of one length only cannot tell the two apart, but their own length is forecast right.
-    same = LLMCostModel(prefill_s=0.004, overhead_s=0.1, alpha=0.2)
-    for _ in range(60):
-        same.observe(prompt_tokens=65, cached_tokens=0, ttft_s=0.395, completion_tokens=1, total_s=0.395, aborted=False)
-    assert same.forecast(65).first_s / same.safety() == pytest.approx(0.395, rel=0.02)
-    assert same.overhead_s >= 0 and same.prefill_s > 0

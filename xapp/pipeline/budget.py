@@ -47,12 +47,6 @@ MAX_LOADED_MARGIN_FRACTION = 0.3
 # 2×): a single call predicted far too fast (a cold engine, a stalled CPU) must not make every plan after it
 # many times too slow; the per-token costs themselves are corrected by the next calls.
 MAX_REL_ERROR = 1.0
-# The line ttft = overhead + prefill·uncached is fitted from calls made alone, starting from two points of the
-# calibrated line at these prompt lengths, and only once the calls' lengths spread this much (standard
-# deviation, tokens): closed-book choices alone cannot tell a slower prefill from a larger overhead.
-FIT_SEED_TOKENS = (32, 256)
-MIN_FIT_SPREAD_TOKENS = 24
-FIT_STATE = ("fit_w", "fit_x", "fit_y", "fit_xx", "fit_xy")
 # Costs are learned only from calls that run, so a model calibrated on a busy moment would refuse the LLM for
 # good. When no call has taught it for PROBE_AFTER_S, an idle engine gets one call forecast at most
 # PROBE_SLACK over the time left: aborted at the deadline if the forecast was right (the template answers in
@@ -209,10 +203,9 @@ class LLMCostModel:
     and when it would finish behind the calls already in the engine (:meth:`forecast`).
 
     Calibrated at start-up from two prompt lengths and one short decode, then updated from every call the
-    engine makes alone (a weighted line fit of overhead and prefill, an EWMA of decode): a call that shared
-    the engine says more about the queue than about the engine. Plans add a safety factor from the running
-    relative error of the predictions (queued calls' forecasts included), so a machine whose speed varies is
-    planned with its slow side.
+    engine makes alone (EWMA): a call that shared the engine says more about the queue than about the engine.
+    Plans add a safety factor from the running relative error of the predictions (queued calls' forecasts
+    included), so a machine whose speed varies is planned with its slow side.
     """
 
     def __init__(
@@ -230,7 +223,6 @@ class LLMCostModel:
         self._alpha = alpha
         self._lock = threading.Lock()
         self._taught = time.monotonic()  # last calibration, observation or probe
-        self._seed_line()
 
     def calibrate(self, *, overhead_s: float, prefill_s: float, decode_s: float, cached_tokens: float) -> None:
         with self._lock:
@@ -239,40 +231,6 @@ class LLMCostModel:
             self.decode_s = max(decode_s, 1e-4)
             self.cached_tokens = max(cached_tokens, 0.0)
             self._taught = time.monotonic()
-            self._seed_line()
-
-    def _seed_line(self) -> None:
-        """Start the line fit (:meth:`_learn_prefill`) from the current overhead and prefill cost: two points
-        on that line, a short and a long prompt, of weight one in all."""
-        xs = (FIT_SEED_TOKENS[0], FIT_SEED_TOKENS[1])
-        ys = tuple(self.overhead_s + self.prefill_s * x for x in xs)
-        self.fit_w = 1.0
-        self.fit_x = sum(xs) / 2
-        self.fit_y = sum(ys) / 2
-        self.fit_xx = sum(x * x for x in xs) / 2
-        self.fit_xy = sum(x * y for x, y in zip(xs, ys, strict=True)) / 2
-
-    def _learn_prefill(self, uncached: int, ttft_s: float) -> None:
-        """Refit ``ttft = overhead + prefill·uncached`` with one more call made alone (weighted like the EWMA).
-        Both are learned: fitting only the slope against a fixed overhead pushed any error of the start-up
-        overhead into the per-token cost, which long prompts then multiplied. While the calls' lengths do not
-        spread enough to tell the two apart, only the per-token cost moves, as before."""
-        a = self._alpha
-        self.fit_w = (1 - a) * self.fit_w + a
-        self.fit_x = (1 - a) * self.fit_x + a * uncached
-        self.fit_y = (1 - a) * self.fit_y + a * ttft_s
-        self.fit_xx = (1 - a) * self.fit_xx + a * uncached * uncached
-        self.fit_xy = (1 - a) * self.fit_xy + a * uncached * ttft_s
-        mx, my = self.fit_x / self.fit_w, self.fit_y / self.fit_w
-        var = self.fit_xx / self.fit_w - mx * mx
-        if var >= MIN_FIT_SPREAD_TOKENS**2:
-            slope = (self.fit_xy / self.fit_w - mx * my) / var
-            intercept = my - slope * mx
-            if slope > 0 and intercept >= 0:
-                self.prefill_s, self.overhead_s = max(slope, 1e-5), intercept
-                return
-        per_token = max(ttft_s - self.overhead_s, 0.0) / uncached
-        self.prefill_s = (1 - a) * self.prefill_s + a * max(per_token, 1e-5)
 
     def claim_probe(self, now: float) -> bool:
         """True (once per PROBE_AFTER_S) when no call has taught the model for that long: see PROBE_SLACK."""
@@ -387,7 +345,8 @@ class LLMCostModel:
                 return
             uncached = prompt_tokens - cached_tokens
             if uncached >= 16 and completion_tokens >= 1:
-                self._learn_prefill(uncached, ttft_s)
+                per_token = max(ttft_s - self.overhead_s, 0.0) / uncached
+                self.prefill_s = (1 - a) * self.prefill_s + a * max(per_token, 1e-5)
             if completion_tokens >= 3:
                 per_token = (total_s - ttft_s) / (completion_tokens - 1)
                 self.decode_s = (1 - a) * self.decode_s + a * max(per_token, 1e-4)
@@ -395,7 +354,7 @@ class LLMCostModel:
     def state(self) -> dict[str, float]:
         """What the model has learned, to :meth:`restore` later (benches: each strategy from the same start)."""
         with self._lock:
-            names = ("prefill_s", "decode_s", "overhead_s", "cached_tokens", "rel_error", *FIT_STATE)
+            names = ("prefill_s", "decode_s", "overhead_s", "cached_tokens", "rel_error")
             return {name: float(getattr(self, name)) for name in names}
 
     def restore(self, state: dict[str, float]) -> None:
